@@ -1,0 +1,314 @@
+/*
+ * allocator.c: allocators and the process-wide default one, statistics,
+ * reclaim, and fork.
+ *
+ * Fork: pthread_atfork handlers take every gostack lock in the documented
+ * order (backend's global hooks, e.g. RCU, first; then registry, each
+ * allocator's pools, heap, meta) so that the child starts from a consistent
+ * state; the child then adopts the caches of threads that did not survive.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pools.h"
+
+gostack_allocator_t *gostack__allocators;           /* registry lock */
+static uint32_t slots_used;                         /* registry lock: bitmap */
+static uint64_t next_id = 1;                        /* registry lock */
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+static _Atomic(gostack_allocator_t *) default_alloc;
+
+static const struct gostack__pools_ops *const backends[] = {
+	&gostack__mutex_pools,
+};
+
+static void
+fork_prepare(void)
+{
+	if (gostack__lockfree_pools != NULL && gostack__lockfree_pools->global_fork_prepare)
+		gostack__lockfree_pools->global_fork_prepare();
+	pthread_mutex_lock(&gostack__registry_lock);
+	for (gostack_allocator_t *a = gostack__allocators; a != NULL; a = a->next)
+		if (a->ops->fork_prepare)
+			a->ops->fork_prepare(a->pools);
+	gostack__heap_fork_prepare();
+	gostack__meta_fork_prepare();
+}
+
+static void
+fork_parent(void)
+{
+	gostack__meta_fork_parent();
+	gostack__heap_fork_parent();
+	for (gostack_allocator_t *a = gostack__allocators; a != NULL; a = a->next)
+		if (a->ops->fork_parent)
+			a->ops->fork_parent(a->pools);
+	pthread_mutex_unlock(&gostack__registry_lock);
+	if (gostack__lockfree_pools != NULL && gostack__lockfree_pools->global_fork_parent)
+		gostack__lockfree_pools->global_fork_parent();
+}
+
+static void
+fork_child(void)
+{
+	gostack__meta_fork_child();
+	gostack__heap_fork_child();
+	for (gostack_allocator_t *a = gostack__allocators; a != NULL; a = a->next)
+		if (a->ops->fork_child)
+			a->ops->fork_child(a->pools);
+	pthread_mutex_init(&gostack__registry_lock, NULL);
+	if (gostack__lockfree_pools != NULL && gostack__lockfree_pools->global_fork_child)
+		gostack__lockfree_pools->global_fork_child();
+	gostack__tcache_fork_child();
+}
+
+static void
+init_once_fn(void)
+{
+	gostack__tls_key_init();
+	if (pthread_atfork(fork_prepare, fork_parent, fork_child) != 0)
+		gostack__throw("pthread_atfork failed");
+}
+
+void
+gostack__init(void)
+{
+	pthread_once(&init_once, init_once_fn);
+}
+
+static const struct gostack__pools_ops *
+backend_ops(gostack_backend_t b)
+{
+	switch (b) {
+	case GOSTACK_BACKEND_DEFAULT:
+		return gostack__lockfree_pools != NULL ? gostack__lockfree_pools : backends[0];
+	case GOSTACK_BACKEND_MUTEX:
+		return &gostack__mutex_pools;
+	case GOSTACK_BACKEND_LOCKFREE:
+		if (gostack__lockfree_pools == NULL)
+			errno = ENOSYS;
+		return gostack__lockfree_pools;
+	default:
+		errno = EINVAL;
+		return NULL;
+	}
+}
+
+gostack_allocator_t *
+gostack_allocator_new(const gostack_config_t *cfg)
+{
+	gostack_config_t def = { GOSTACK_BACKEND_DEFAULT, false };
+	const struct gostack__pools_ops *ops;
+	gostack_allocator_t *a;
+
+	gostack__init();
+	if (cfg == NULL)
+		cfg = &def;
+	if ((ops = backend_ops(cfg->backend)) == NULL)
+		return NULL;
+	if ((a = gostack__meta_alloc(sizeof *a)) == NULL)
+		return NULL;
+	a->no_cache = cfg->no_cache;
+	a->ops = ops;
+	a->backend = ops == &gostack__mutex_pools ? GOSTACK_BACKEND_MUTEX : GOSTACK_BACKEND_LOCKFREE;
+	if ((a->pools = ops->create(a)) == NULL) {
+		int e = errno;
+
+		gostack__meta_free(a, sizeof *a);
+		errno = e;
+		return NULL;
+	}
+	pthread_mutex_lock(&gostack__registry_lock);
+	a->id = next_id++;
+	a->slot = GOSTACK__SLOTS;
+	for (int i = 0; i < GOSTACK__SLOTS; i++) {
+		if (!(slots_used & (1u << i))) {
+			slots_used |= 1u << i;
+			a->slot = i;
+			break;
+		}
+	}
+	a->next = gostack__allocators;
+	if (a->next != NULL)
+		a->next->prev = a;
+	gostack__allocators = a;
+	pthread_mutex_unlock(&gostack__registry_lock);
+	return a;
+}
+
+/* Sum of a's counters; registry lock held. */
+static void
+sum_stats(gostack_allocator_t *a, struct gostack__tstat *sum, size_t *cached)
+{
+	memset(sum, 0, sizeof *sum);
+	*cached = 0;
+	gostack__tstat_add(sum, &a->dead);
+	gostack__tstat_add(sum, &a->orphan);
+	for (struct gostack__tcache *t = a->tcaches; t != NULL; t = t->next) {
+		gostack__tstat_add(sum, &t->st);
+		for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
+			*cached += atomic_load_explicit(&t->stackcache[o].size, memory_order_relaxed);
+	}
+}
+
+static size_t
+inuse_of(const struct gostack__tstat *s)
+{
+	size_t n = (size_t)(atomic_load_explicit(&s->large_alloc_bytes, memory_order_relaxed) -
+	    atomic_load_explicit(&s->large_free_bytes, memory_order_relaxed));
+
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
+		n += (size_t)(atomic_load_explicit(&s->allocs[o], memory_order_relaxed) -
+		    atomic_load_explicit(&s->frees[o], memory_order_relaxed)) * gostack__order_size(o);
+	return n;
+}
+
+void
+gostack_allocator_stats(gostack_allocator_t *a, gostack_stats_t *out)
+{
+	struct gostack__tstat sum;
+	size_t cached;
+
+	if (out == NULL)
+		return;
+	memset(out, 0, sizeof *out);
+	if (a == NULL)
+		return;
+	pthread_mutex_lock(&gostack__registry_lock);
+	sum_stats(a, &sum, &cached);
+	pthread_mutex_unlock(&gostack__registry_lock);
+	out->allocs = atomic_load_explicit(&sum.large_allocs, memory_order_relaxed);
+	out->frees = atomic_load_explicit(&sum.large_frees, memory_order_relaxed);
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+		out->allocs += atomic_load_explicit(&sum.allocs[o], memory_order_relaxed);
+		out->frees += atomic_load_explicit(&sum.frees[o], memory_order_relaxed);
+	}
+	out->inuse_bytes = inuse_of(&sum);
+	out->cached_bytes = cached;
+	out->pooled_bytes = a->ops->pooled_bytes(a->pools);
+	out->mapped_bytes = atomic_load_explicit(&a->mapped, memory_order_relaxed);
+}
+
+size_t
+gostack_allocator_reclaim(gostack_allocator_t *a)
+{
+	size_t bytes;
+
+	if (a == NULL)
+		return 0;
+	bytes = a->ops->reclaim(a->pools);
+	gostack__heap_release_empty();
+	return bytes;
+}
+
+int
+gostack_allocator_delete(gostack_allocator_t *a)
+{
+	struct gostack__tstat sum;
+	size_t cached;
+
+	if (a == NULL || a->is_default)
+		return EINVAL;
+	pthread_mutex_lock(&gostack__registry_lock);
+	sum_stats(a, &sum, &cached);
+	if (inuse_of(&sum) != 0) {
+		pthread_mutex_unlock(&gostack__registry_lock);
+		return EBUSY;
+	}
+	/* Every thread's cache of a: the owners cannot be using a any more. */
+	while (a->tcaches != NULL)
+		gostack__tcache_retire(a->tcaches);
+	if (a->prev != NULL)
+		a->prev->next = a->next;
+	else
+		gostack__allocators = a->next;
+	if (a->next != NULL)
+		a->next->prev = a->prev;
+	if (a->slot < GOSTACK__SLOTS)
+		slots_used &= ~(1u << a->slot);
+	pthread_mutex_unlock(&gostack__registry_lock);
+	a->ops->destroy(a->pools);
+	if (atomic_load_explicit(&a->mapped, memory_order_relaxed) != 0)
+		gostack__throw("allocator %p deleted with %zu bytes still mapped", (void *)a,
+		    atomic_load_explicit(&a->mapped, memory_order_relaxed));
+	gostack__heap_release_empty();
+	gostack__meta_free(a, sizeof *a);
+	return 0;
+}
+
+/* ---- the default allocator --------------------------------------------- */
+
+static bool
+env_flag(const char *name, bool def)
+{
+	const char *v = getenv(name);
+
+	if (v == NULL || *v == '\0')
+		return def;
+	if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0)
+		return true;
+	if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0 || strcmp(v, "no") == 0)
+		return false;
+	gostack__warn("%s=%s is not 0 or 1; using %d", name, v, def);
+	return def;
+}
+
+static void
+default_init(void)
+{
+	gostack_config_t cfg = { GOSTACK_BACKEND_DEFAULT, false };
+	const char *b = getenv("GOSTACK_BACKEND");
+
+	cfg.no_cache = env_flag("GOSTACK_NOCACHE", false);
+	if (b != NULL && *b != '\0') {
+		if (strcmp(b, "mutex") == 0)
+			cfg.backend = GOSTACK_BACKEND_MUTEX;
+		else if (strcmp(b, "lockfree") == 0 && gostack__lockfree_pools != NULL)
+			cfg.backend = GOSTACK_BACKEND_LOCKFREE;
+		else
+			gostack__warn("GOSTACK_BACKEND=%s is not mutex or lockfree%s; using the default",
+			    b, gostack__lockfree_pools == NULL ? " (lockfree not built)" : "");
+	}
+	gostack_allocator_t *a = gostack_allocator_new(&cfg);
+
+	if (a != NULL)
+		a->is_default = true;
+	atomic_store_explicit(&default_alloc, a, memory_order_release);
+}
+
+gostack_allocator_t *
+gostack_default_allocator(void)
+{
+	gostack_allocator_t *a = atomic_load_explicit(&default_alloc, memory_order_acquire);
+
+	if (gostack__unlikely(a == NULL)) {
+		pthread_once(&default_once, default_init);
+		a = atomic_load_explicit(&default_alloc, memory_order_acquire);
+		if (a == NULL)
+			errno = ENOMEM;
+	}
+	return a;
+}
+
+gostack_t
+gostack_alloc(size_t size)
+{
+	gostack_allocator_t *a = gostack_default_allocator();
+
+	if (a == NULL)
+		return (gostack_t){ 0, 0 };
+	return gostack_allocator_alloc(a, size);
+}
+
+void
+gostack_free(gostack_t stk)
+{
+	if (stk.lo == 0 && stk.hi == 0)
+		return;
+	gostack_allocator_free(gostack_default_allocator(), stk);
+}
+
+#ifndef GOSTACK_HAVE_LOCKFREE
+const struct gostack__pools_ops *const gostack__lockfree_pools = NULL;
+#endif

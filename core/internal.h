@@ -1,0 +1,213 @@
+/*
+ * gostack internal API: constants, Go's size arithmetic, and the cross-file
+ * names of core/ (all `gostack__`, hidden from the shared library's ABI).
+ *
+ * Files of core/ and the Go concept each one carries:
+ *   sizeclass.h    round2, stack orders, stacklog2 (stack.go arithmetic)
+ *   span.h         struct gostack__span (Go's mspan, stack fields only)
+ *   mheap.c        arenas, the buddy page heap, spanOf (mheap.go)
+ *   os.c           mmap/madvise/munmap, the only OS calls
+ *   meta.c         small fixed-size metadata blocks (allocators, caches)
+ *   stackcache.c   per-thread caches: stackcacherefill, stackcacherelease,
+ *                  stackcache_clear, thread exit (mcache.stackcache)
+ *   stack.c        stackalloc / stackfree and the misuse checks of free
+ *   allocator.c    allocators, the default allocator, stats, reclaim, fork
+ *   pools.h        the interface of the global pools (two implementations)
+ *   stackpool.c    Go's mutex stackpool[order] (stackpoolalloc/free)
+ *   stacklarge.c   Go's mutex stackLarge
+ */
+#ifndef GOSTACK_INTERNAL_H
+#define GOSTACK_INTERNAL_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gostack.h"
+#include "sizeclass.h"
+#include "span.h"
+
+#define GOSTACK__HIDDEN __attribute__((visibility("hidden")))
+#define gostack__likely(x)   __builtin_expect(!!(x), 1)
+#define gostack__unlikely(x) __builtin_expect(!!(x), 0)
+#define GOSTACK__CACHELINE 64
+/* Two lines: adjacent-line prefetch on x86 pairs lines, as liburcu assumes. */
+#define GOSTACK__PAD 128
+
+/* ---- os.c -------------------------------------------------------------- */
+
+/* Reserve size bytes aligned to align (both powers of two), readable and
+ * writable, committed lazily. NULL with errno ENOMEM on failure. */
+GOSTACK__HIDDEN void *gostack__os_reserve(size_t size, size_t align);
+GOSTACK__HIDDEN void gostack__os_unmap(void *p, size_t size);
+/* Give the pages back (RSS falls); the range stays mapped and reads zero. */
+GOSTACK__HIDDEN void gostack__os_decommit(void *p, size_t size);
+/* Unmap a range inside a reservation (a "hole"); false if the kernel refused. */
+GOSTACK__HIDDEN bool gostack__os_punch(void *p, size_t size);
+/* Map a hole back (MAP_FIXED); false with errno on failure. */
+GOSTACK__HIDDEN bool gostack__os_refill(void *p, size_t size);
+/* One line "gostack: ..." on stderr, then abort(): Go's throw. */
+GOSTACK__HIDDEN _Noreturn void gostack__throw(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+GOSTACK__HIDDEN void gostack__warn(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/* ---- meta.c ------------------------------------------------------------ */
+
+/* Zeroed blocks for allocators and thread caches; never from malloc, so a
+ * malloc replacement in the host never carries gostack's own state. */
+GOSTACK__HIDDEN void *gostack__meta_alloc(size_t size);
+GOSTACK__HIDDEN void gostack__meta_free(void *p, size_t size);
+GOSTACK__HIDDEN void gostack__meta_fork_prepare(void);
+GOSTACK__HIDDEN void gostack__meta_fork_parent(void);
+GOSTACK__HIDDEN void gostack__meta_fork_child(void);
+
+/* ---- mheap.c ----------------------------------------------------------- */
+
+/* How a span's memory goes back when it is freed to the heap. */
+enum gostack__release {
+	GOSTACK__RELEASE_DECOMMIT,   /* madvise(MADV_DONTNEED): stays mapped, reads zero */
+	GOSTACK__RELEASE_UNMAP       /* munmap (a hole, mapped back on reuse): only after
+	                                no thread can still read it (lockfree/: after a grace period) */
+};
+
+/* Go's allocManual: a span of `bytes` (a power of two >= 32 KiB) for
+ * allocator a, in state `state` (SPAN_POOL or SPAN_LARGE) holding stacks of
+ * elemsize bytes. Counts the bytes in a's mapped_bytes. NULL with errno ENOMEM. */
+GOSTACK__HIDDEN struct gostack__span *gostack__span_alloc(gostack_allocator_t *a,
+    size_t bytes, uint8_t state, size_t elemsize);
+/* Go's freeManual: the span goes back to the heap and its memory to the OS. */
+GOSTACK__HIDDEN void gostack__span_free(gostack_allocator_t *a, struct gostack__span *s,
+    enum gostack__release how);
+/* Go's spanOf: the span head whose memory starts at the 32 KiB unit holding
+ * addr, or NULL when addr is not in an arena. Reads only the arena table and
+ * the arena's out-of-line span array, never the stack. Callers check state. */
+GOSTACK__HIDDEN struct gostack__span *gostack__span_of(uintptr_t addr);
+/* Unmap arenas that hold no span; returns bytes unmapped. */
+GOSTACK__HIDDEN size_t gostack__heap_release_empty(void);
+GOSTACK__HIDDEN void gostack__heap_fork_prepare(void);
+GOSTACK__HIDDEN void gostack__heap_fork_parent(void);
+GOSTACK__HIDDEN void gostack__heap_fork_child(void);
+
+/* ---- stackcache.c ------------------------------------------------------ */
+
+/* Counters a thread keeps for one allocator. Only the owning thread writes
+ * them, with a relaxed load and store (a plain mov on x86, no RMW); stats()
+ * reads them with relaxed loads from any thread. The allocator's `dead` and
+ * `orphan` copies are updated with relaxed fetch_add by any thread. */
+struct gostack__tstat {
+	_Atomic uint64_t allocs[GOSTACK_NUM_ORDERS];   /* small stacks, per order */
+	_Atomic uint64_t frees[GOSTACK_NUM_ORDERS];
+	_Atomic uint64_t large_allocs, large_frees;
+	_Atomic uint64_t large_alloc_bytes, large_free_bytes;
+};
+
+/* Go's stackfreelist: a LIFO of free stacks linked through their first word. */
+struct gostack__stackfreelist {
+	struct gostack__gclink *list;
+	_Atomic size_t size;       /* bytes in list; written by the owner only */
+};
+
+/*
+ * A thread's cache for one allocator (Go's per-P mcache.stackcache).
+ * Invariants:
+ *  - stackcache[o] is touched only by the owning thread, except by
+ *    gostack_allocator_delete() and by a fork child adopting the caches of
+ *    threads that did not survive fork, both under the registry lock and
+ *    when the owner cannot be using the allocator.
+ *  - stackcache[o].size == count(list) * (GOSTACK_MIN_SIZE << o) <= GOSTACK_CACHE_SIZE.
+ *  - id == alloc->id while linked on alloc->tcaches; id == 0 once orphaned
+ *    (allocator deleted); the struct then stays with the thread's slot and is
+ *    reused by the next allocator given that slot.
+ */
+struct gostack__tcache {
+	_Atomic uint64_t id;
+	gostack_allocator_t *alloc;
+	struct gostack__stackfreelist stackcache[GOSTACK_NUM_ORDERS];
+	struct gostack__tstat st;
+	struct gostack__tcache *next, *prev;   /* alloc->tcaches, registry lock */
+	struct gostack__tls *owner;
+};
+
+/* At most this many allocators have per-thread caches at once; others run
+ * every operation on the global pools (Go's "no P"). */
+#define GOSTACK__SLOTS 32
+
+enum { GOSTACK__TLS_FRESH = 0, GOSTACK__TLS_LIVE, GOSTACK__TLS_EXITING };
+
+/* Per-thread state, initial-exec TLS: no __tls_get_addr on the fast path.
+ * slot[GOSTACK__SLOTS] is always NULL: the slot of cacheless allocators. */
+struct gostack__tls {
+	struct gostack__tcache *slot[GOSTACK__SLOTS + 1];
+	int state;
+};
+extern __thread struct gostack__tls gostack__tls
+    __attribute__((tls_model("initial-exec"))) GOSTACK__HIDDEN;
+
+/* Registry lock: the allocator list, slots, every allocator's tcache list and
+ * tcache ids. Lock order: registry -> pools (order locks, stackLarge) -> heap -> meta. */
+extern pthread_mutex_t gostack__registry_lock GOSTACK__HIDDEN;
+
+/* The calling thread's cache for a, created on first use; NULL when a has no
+ * slot, the thread is exiting, or memory ran out (then: no cache). */
+GOSTACK__HIDDEN struct gostack__tcache *gostack__tcache_slow(gostack_allocator_t *a);
+GOSTACK__HIDDEN bool gostack__stackcacherefill(struct gostack__tcache *t, int order);
+GOSTACK__HIDDEN void gostack__stackcacherelease(struct gostack__tcache *t, int order);
+GOSTACK__HIDDEN void gostack__stackcache_clear(struct gostack__tcache *t);
+/* Flush t, fold its counters into its allocator and unlink it (registry lock held). */
+GOSTACK__HIDDEN void gostack__tcache_retire(struct gostack__tcache *t);
+GOSTACK__HIDDEN void gostack__tstat_add(struct gostack__tstat *dst, const struct gostack__tstat *src);
+GOSTACK__HIDDEN void gostack__tls_key_init(void);
+/* Fork child: adopt the caches of threads that did not survive fork. */
+GOSTACK__HIDDEN void gostack__tcache_fork_child(void);
+
+static inline void
+gostack__count(_Atomic uint64_t *c, uint64_t d)
+{
+	/* Single writer: a relaxed load and store, not an RMW. */
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
+	    memory_order_relaxed);
+}
+
+/* ---- allocator.c ------------------------------------------------------- */
+
+struct gostack__pools_ops;
+
+/*
+ * Invariants (whenever no alloc or free of this allocator is running):
+ *   inuse  = sum over tstats (allocs - frees) sizes
+ *   cached = sum over live tcaches of stackcache[o].size
+ *   pooled = ops->pooled_bytes(pools)
+ *   mapped = spans of this allocator not yet freed to the heap
+ *   inuse + cached + pooled == mapped
+ */
+struct gostack_allocator {
+	uint64_t id;                 /* unique, never reused; 0 is "none" */
+	int slot;                    /* index into gostack__tls.slot */
+	bool no_cache;
+	bool is_default;
+	gostack_backend_t backend;
+	const struct gostack__pools_ops *ops;
+	void *pools;
+	_Alignas(GOSTACK__CACHELINE) _Atomic size_t mapped;
+	struct gostack__tstat dead;      /* counters of retired tcaches */
+	struct gostack__tstat orphan;    /* counters of cacheless operations */
+	struct gostack__tcache *tcaches; /* registry lock */
+	gostack_allocator_t *next, *prev;/* registry lock */
+};
+
+/* Record an operation that had no tcache (relaxed RMW on the allocator). */
+static inline void
+gostack__count_shared(_Atomic uint64_t *c, uint64_t d)
+{
+	atomic_fetch_add_explicit(c, d, memory_order_relaxed);
+}
+
+GOSTACK__HIDDEN extern gostack_allocator_t *gostack__allocators; /* registry lock */
+/* Library init (pthread_once): TLS key, fork handlers. */
+GOSTACK__HIDDEN void gostack__init(void);
+
+#endif /* GOSTACK_INTERNAL_H */

@@ -1,0 +1,316 @@
+/*
+ * mheap.c: Go's page heap for stacks (allocManual / freeManual / spanOf).
+ *
+ * Memory comes from the OS in a few large reservations, "arenas": a power of
+ * two of at least 64 MiB, 64 MiB-aligned, readable and writable, committed
+ * lazily. Each arena grows with the heap (64 MiB, then the total reserved so
+ * far, at most 1 GiB per step; a 1 GiB stack gets a 2 GiB arena), so
+ * /proc/self/maps gains one line per arena, never one per stack.
+ *
+ * Inside an arena a binary buddy allocator hands out blocks of 2^k units of
+ * 32 KiB: every span (a 32 KiB pool span or a large stack) is a power of two
+ * >= 32 KiB, so spans are naturally aligned and buddies coalesce on free.
+ * The arena's first units hold its header and one struct gostack__span per
+ * unit (out-of-line metadata: nothing is ever stored inside a stack).
+ *
+ * spanOf: a flat table with one entry per 64 MiB of the 48-bit address space
+ * (4 Mi entries, one 32 MiB lazily committed mapping) points at the arena;
+ * the unit index picks the span. Two loads, no lock, never a read of memory
+ * gostack does not own.
+ *
+ * Memory goes back to the OS when a span is freed (madvise MADV_DONTNEED, or
+ * munmap for GOSTACK__RELEASE_UNMAP, the hole being mapped back when the block
+ * is reused), and whole arenas are unmapped by gostack__heap_release_empty()
+ * (from reclaim) once they hold no span.
+ *
+ * Locking: one heap lock (Go's mheap.lock), taken after any pool lock.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+#define ARENA_GRAN_SHIFT 26                          /* 64 MiB */
+#define ARENA_GRAN       ((size_t)1 << ARENA_GRAN_SHIFT)
+#define ARENA_STEP_MAX   ((size_t)1 << 30)
+#define TABLE_ENTRIES    ((size_t)1 << (GOSTACK__HEAP_ADDR_BITS - ARENA_GRAN_SHIFT))
+#define MAX_HORDER       20                          /* 2^20 units = 32 GiB */
+
+/*
+ * Invariants (heap lock):
+ *  - nunits = size >> 15; units [0, meta_units) are the header and span array
+ *    (spans[0].state == META); every other unit is in exactly one block,
+ *    either a span (head state POOL or LARGE) or free (head state FREE, on
+ *    free[horder]); non-head units have state NONE.
+ *  - free_units = units in free blocks; the arena holds no span iff
+ *    free_units == nunits - meta_units.
+ */
+struct arena {
+	uintptr_t base;
+	size_t size;
+	size_t nunits, meta_units, free_units;
+	unsigned max_horder;
+	struct arena *next;
+	struct gostack__span *free[MAX_HORDER + 1];
+	struct gostack__span spans[];
+};
+
+static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct arena *arenas;            /* heap lock */
+static size_t reserved;                 /* heap lock: bytes in arenas */
+static _Atomic(struct arena *) *_Atomic arena_table;
+
+struct gostack__span *
+gostack__span_of(uintptr_t addr)
+{
+	_Atomic(struct arena *) *t = atomic_load_explicit(&arena_table, memory_order_acquire);
+	size_t i = addr >> ARENA_GRAN_SHIFT;
+	struct arena *ar;
+
+	if (gostack__unlikely(t == NULL || i >= TABLE_ENTRIES))
+		return NULL;
+	/* Pairs with the release store in arena_new(): the header is complete. */
+	ar = atomic_load_explicit(&t[i], memory_order_acquire);
+	if (ar == NULL)
+		return NULL;
+	return &ar->spans[(addr - ar->base) >> GOSTACK__SPAN_SHIFT];
+}
+
+static struct arena *
+arena_of_span(struct gostack__span *s)
+{
+	/* The span array lies in the arena's first 64 MiB, which starts at base. */
+	return (struct arena *)((uintptr_t)s & ~(uintptr_t)(ARENA_GRAN - 1));
+}
+
+static size_t
+unit_of(struct arena *ar, struct gostack__span *s)
+{
+	return (size_t)(s - ar->spans);
+}
+
+static void
+free_insert(struct arena *ar, size_t u, unsigned h, uint8_t hole)
+{
+	struct gostack__span *s = &ar->spans[u];
+
+	s->horder = (uint8_t)h;
+	s->hole = hole;
+	s->hprev = NULL;
+	s->hnext = ar->free[h];
+	if (s->hnext != NULL)
+		s->hnext->hprev = s;
+	ar->free[h] = s;
+	atomic_store_explicit(&s->alloc, NULL, memory_order_relaxed);
+	atomic_store_explicit(&s->state, GOSTACK__SPAN_FREE, memory_order_relaxed);
+}
+
+static void
+free_remove(struct arena *ar, struct gostack__span *s)
+{
+	if (s->hprev != NULL)
+		s->hprev->hnext = s->hnext;
+	else
+		ar->free[s->horder] = s->hnext;
+	if (s->hnext != NULL)
+		s->hnext->hprev = s->hprev;
+	s->hnext = s->hprev = NULL;
+	atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
+}
+
+/* Free block (u, h): coalesce with free buddies, then list it. */
+static void
+free_block(struct arena *ar, size_t u, unsigned h, uint8_t hole)
+{
+	ar->free_units += (size_t)1 << h;
+	while (h < ar->max_horder) {
+		size_t b = u ^ ((size_t)1 << h);
+		struct gostack__span *bs = &ar->spans[b];
+
+		if (atomic_load_explicit(&bs->state, memory_order_relaxed) != GOSTACK__SPAN_FREE ||
+		    bs->horder != h)
+			break;
+		free_remove(ar, bs);
+		hole |= bs->hole;
+		u &= ~((size_t)1 << h);
+		atomic_store_explicit(&ar->spans[u ^ ((size_t)1 << h)].state, GOSTACK__SPAN_NONE,
+		    memory_order_relaxed);
+		h++;
+	}
+	free_insert(ar, u, h, hole);
+}
+
+/* A block of 2^h units, split from the smallest free block that fits; or SIZE_MAX. */
+static size_t
+alloc_block(struct arena *ar, unsigned h, uint8_t *hole)
+{
+	unsigned j = h;
+
+	while (j <= ar->max_horder && ar->free[j] == NULL)
+		j++;
+	if (j > ar->max_horder)
+		return SIZE_MAX;
+	struct gostack__span *s = ar->free[j];
+	size_t u = unit_of(ar, s);
+	uint8_t hl = s->hole;
+
+	free_remove(ar, s);
+	while (j > h) {
+		j--;
+		free_insert(ar, u + ((size_t)1 << j), j, hl);
+	}
+	ar->free_units -= (size_t)1 << h;
+	*hole = hl;
+	return u;
+}
+
+static struct arena *
+arena_new(size_t bytes)
+{
+	size_t size = reserved < ARENA_GRAN ? ARENA_GRAN : reserved;
+	_Atomic(struct arena *) *t = atomic_load_explicit(&arena_table, memory_order_relaxed);
+
+	if (t == NULL) {
+		t = gostack__os_reserve(TABLE_ENTRIES * sizeof *t, 4096);
+		if (t == NULL)
+			return NULL;
+		atomic_store_explicit(&arena_table, t, memory_order_release);
+	}
+	if (size > ARENA_STEP_MAX)
+		size = ARENA_STEP_MAX;
+	size = gostack__round2(size);
+	while (size < 2 * bytes)          /* the span array must fit beside the span */
+		size <<= 1;
+
+	struct arena *ar = gostack__os_reserve(size, ARENA_GRAN);
+
+	if (ar == NULL)
+		return NULL;
+	ar->base = (uintptr_t)ar;
+	ar->size = size;
+	ar->nunits = size >> GOSTACK__SPAN_SHIFT;
+	ar->max_horder = gostack__stacklog2(ar->nunits);
+	size_t meta = sizeof *ar + ar->nunits * sizeof(struct gostack__span);
+	ar->meta_units = (meta + GOSTACK__SPAN_SIZE - 1) >> GOSTACK__SPAN_SHIFT;
+	atomic_store_explicit(&ar->spans[0].state, GOSTACK__SPAN_META, memory_order_relaxed);
+	for (size_t u = ar->meta_units; u < ar->nunits;) {
+		unsigned h = (unsigned)__builtin_ctzll((unsigned long long)u);
+
+		while (u + ((size_t)1 << h) > ar->nunits)
+			h--;
+		free_block(ar, u, h, 0);
+		u += (size_t)1 << h;
+	}
+	ar->next = arenas;
+	arenas = ar;
+	reserved += size;
+	for (size_t i = 0; i < size >> ARENA_GRAN_SHIFT; i++)
+		atomic_store_explicit(&t[(ar->base >> ARENA_GRAN_SHIFT) + i], ar, memory_order_release);
+	return ar;
+}
+
+struct gostack__span *
+gostack__span_alloc(gostack_allocator_t *a, size_t bytes, uint8_t state, size_t elemsize)
+{
+	unsigned h = gostack__stacklog2(bytes) - GOSTACK__SPAN_SHIFT;
+	struct arena *ar;
+	size_t u = SIZE_MAX;
+	uint8_t hole = 0;
+
+	pthread_mutex_lock(&heap_lock);
+	for (ar = arenas; ar != NULL; ar = ar->next) {
+		if (ar->max_horder > h && (u = alloc_block(ar, h, &hole)) != SIZE_MAX)
+			break;
+	}
+	if (ar == NULL) {
+		ar = arena_new(bytes);
+		if (ar == NULL || (u = alloc_block(ar, h, &hole)) == SIZE_MAX) {
+			pthread_mutex_unlock(&heap_lock);
+			errno = ENOMEM;
+			return NULL;
+		}
+	}
+	struct gostack__span *s = &ar->spans[u];
+
+	s->horder = (uint8_t)h;
+	s->hole = 0;
+	s->order = 0;
+	s->base = ar->base + (u << GOSTACK__SPAN_SHIFT);
+	s->npages = bytes >> GOSTACK__PAGE_SHIFT;
+	s->allocCount = 0;
+	s->next = s->prev = NULL;
+	s->list = NULL;
+	s->manualFreeList = NULL;
+	memset(s->backend, 0, sizeof s->backend);
+	atomic_store_explicit(&s->elemsize, elemsize, memory_order_relaxed);
+	atomic_store_explicit(&s->alloc, a, memory_order_relaxed);
+	/* Published last (Go: atomic state publication in allocManual). */
+	atomic_store_explicit(&s->state, state, memory_order_release);
+	pthread_mutex_unlock(&heap_lock);
+
+	if (hole && !gostack__os_refill((void *)s->base, bytes)) {
+		pthread_mutex_lock(&heap_lock);
+		free_block(ar, u, h, 1);
+		pthread_mutex_unlock(&heap_lock);
+		errno = ENOMEM;
+		return NULL;
+	}
+	atomic_fetch_add_explicit(&a->mapped, bytes, memory_order_relaxed);
+	return s;
+}
+
+void
+gostack__span_free(gostack_allocator_t *a, struct gostack__span *s, enum gostack__release how)
+{
+	size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
+	struct arena *ar = arena_of_span(s);
+	uint8_t hole = 0;
+
+	atomic_fetch_sub_explicit(&a->mapped, bytes, memory_order_relaxed);
+	/* The span is still ours: return its memory outside the heap lock. */
+	if (how == GOSTACK__RELEASE_UNMAP)
+		hole = gostack__os_punch((void *)s->base, bytes);
+	if (!hole)
+		gostack__os_decommit((void *)s->base, bytes);
+	pthread_mutex_lock(&heap_lock);
+	atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
+	free_block(ar, unit_of(ar, s), s->horder, hole);
+	pthread_mutex_unlock(&heap_lock);
+}
+
+size_t
+gostack__heap_release_empty(void)
+{
+	struct arena *dead = NULL, **pp;
+	_Atomic(struct arena *) *t = atomic_load_explicit(&arena_table, memory_order_relaxed);
+	size_t bytes = 0;
+
+	pthread_mutex_lock(&heap_lock);
+	for (pp = &arenas; *pp != NULL;) {
+		struct arena *ar = *pp;
+
+		if (ar->free_units != ar->nunits - ar->meta_units) {
+			pp = &ar->next;
+			continue;
+		}
+		*pp = ar->next;
+		for (size_t i = 0; i < ar->size >> ARENA_GRAN_SHIFT; i++)
+			atomic_store_explicit(&t[(ar->base >> ARENA_GRAN_SHIFT) + i], NULL,
+			    memory_order_release);
+		reserved -= ar->size;
+		ar->next = dead;
+		dead = ar;
+	}
+	pthread_mutex_unlock(&heap_lock);
+	while (dead != NULL) {
+		struct arena *ar = dead;
+
+		dead = ar->next;
+		bytes += ar->size;
+		gostack__os_unmap(ar, ar->size);
+	}
+	return bytes;
+}
+
+void gostack__heap_fork_prepare(void) { pthread_mutex_lock(&heap_lock); }
+void gostack__heap_fork_parent(void) { pthread_mutex_unlock(&heap_lock); }
+void gostack__heap_fork_child(void) { pthread_mutex_init(&heap_lock, NULL); }

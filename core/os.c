@@ -1,0 +1,109 @@
+/*
+ * os.c: every call gostack makes to the OS for memory, and Go's throw.
+ * Reservations are readable and writable from the start and committed
+ * lazily (MAP_NORESERVE): a stack's pages cost nothing until touched.
+ */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define GOSTACK__MAP_FLAGS (MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
+
+void *
+gostack__os_reserve(size_t size, size_t align)
+{
+	size_t len = size + align;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, GOSTACK__MAP_FLAGS, -1, 0);
+
+	if (p == MAP_FAILED) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	/* Trim to the aligned part: one mapping of exactly `size` remains. */
+	uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+	size_t head = a - (uintptr_t)p, tail = len - head - size;
+
+	if (head != 0)
+		munmap(p, head);
+	if (tail != 0)
+		munmap((char *)a + size, tail);
+	return (void *)a;
+}
+
+void
+gostack__os_unmap(void *p, size_t size)
+{
+	if (munmap(p, size) != 0)
+		gostack__throw("munmap(%p, %zu) failed: errno %d", p, size, errno);
+}
+
+void
+gostack__os_decommit(void *p, size_t size)
+{
+	/* Failure only costs RSS; the range stays valid either way. */
+	(void)madvise(p, size, MADV_DONTNEED);
+}
+
+bool
+gostack__os_punch(void *p, size_t size)
+{
+	/* Splitting a mapping can fail at vm.max_map_count (ENOMEM). */
+	return munmap(p, size) == 0;
+}
+
+bool
+gostack__os_refill(void *p, size_t size)
+{
+	void *q = mmap(p, size, PROT_READ | PROT_WRITE, GOSTACK__MAP_FLAGS | MAP_FIXED, -1, 0);
+
+	if (q == MAP_FAILED) {
+		errno = ENOMEM;
+		return false;
+	}
+	return true;
+}
+
+static void
+gostack__vline(const char *kind, const char *fmt, va_list ap)
+{
+	char buf[512];
+	int n = snprintf(buf, sizeof buf, "gostack: %s", kind);
+
+	if (n < 0)
+		n = 0;
+	if ((size_t)n < sizeof buf)
+		n += vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
+	if ((size_t)n >= sizeof buf - 1)
+		n = (int)sizeof buf - 2;
+	buf[n++] = '\n';
+	/* One write(2): the line is never interleaved with another thread's. */
+	ssize_t w = write(STDERR_FILENO, buf, (size_t)n);
+	(void)w;
+}
+
+void
+gostack__throw(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	gostack__vline("", fmt, ap);
+	va_end(ap);
+	abort();
+}
+
+void
+gostack__warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	gostack__vline("warning: ", fmt, ap);
+	va_end(ap);
+}

@@ -1,0 +1,69 @@
+/*
+ * struct gostack__span: Go's mspan, with only the fields the stack allocator
+ * touches, plus the buddy-heap fields of mheap.c and a backend-private area.
+ *
+ * Every arena keeps one struct per 32 KiB unit, out of line (in the arena's
+ * first units, never inside a stack), so the span of a stack is found from
+ * its address in O(1) (gostack__span_of) without reading the stack.
+ */
+#ifndef GOSTACK_SPAN_H
+#define GOSTACK_SPAN_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct gostack_allocator;
+
+/* Go's gclink: lives in the first word (at lo) of a FREE stack. */
+struct gostack__gclink {
+	struct gostack__gclink *next;
+};
+
+/* Go's mSpanList: intrusive, doubly linked; insert() pushes at the front. */
+struct gostack__spanlist {
+	struct gostack__span *first, *last;
+};
+
+enum gostack__span_state {
+	GOSTACK__SPAN_NONE = 0,   /* not a span head: inside a block, or never used */
+	GOSTACK__SPAN_FREE,       /* head of a free heap block */
+	GOSTACK__SPAN_META,       /* the arena's own metadata */
+	GOSTACK__SPAN_POOL,       /* a 32 KiB pool span carved into stacks of one order */
+	GOSTACK__SPAN_LARGE       /* one large stack (>= 32 KiB) */
+};
+
+/*
+ * Invariants:
+ *  - state, elemsize and alloc are published with release stores by the heap
+ *    (under the heap lock) before the span's memory is handed out, and read
+ *    with relaxed or acquire loads by free()'s checks. They do not change
+ *    while any stack of the span is live.
+ *  - A POOL span: elemsize = 2 KiB << order, base is 32 KiB-aligned,
+ *    allocCount = stacks handed out of it, including those in per-thread
+ *    caches (Go's meaning). Under the mutex backend it is on
+ *    stackpool[order].span iff manualFreeList != NULL (Go's invariant).
+ *  - A LARGE span: elemsize = 2^order bytes = the stack size, base = lo.
+ *  - Heap fields (hnext, hprev, horder, hole) belong to the heap lock.
+ */
+struct gostack__span {
+	/* heap (mheap.c), heap lock */
+	struct gostack__span *hnext, *hprev;   /* free-block list of its buddy order */
+	_Atomic uint8_t state;
+	uint8_t horder;            /* log2(bytes) - 15 */
+	uint8_t hole;              /* free block may contain unmapped ranges */
+	uint8_t order;             /* pool spans: stack order */
+	uint32_t allocCount;       /* Go's allocCount (mutex backend: pool lock) */
+	uintptr_t base;
+	size_t npages;             /* 8 KiB pages */
+	_Atomic size_t elemsize;
+	_Atomic(struct gostack_allocator *) alloc;
+	/* mutex backend (stackpool.c, stacklarge.c), pool locks */
+	struct gostack__span *next, *prev;
+	struct gostack__spanlist *list;
+	struct gostack__gclink *manualFreeList;
+	/* lock-free backend's private area (ck_stack_entry, rcu_head, sweep counters) */
+	_Alignas(16) unsigned char backend[48];
+};
+
+#endif /* GOSTACK_SPAN_H */

@@ -1,0 +1,227 @@
+/*
+ * stackcache.c: Go's per-P stack cache (mcache.stackcache), kept per thread
+ * and per allocator: stackcacherefill, stackcacherelease, stackcache_clear,
+ * and the life cycle of a thread's caches.
+ *
+ * The caches belong to threads gostack does not create. A thread gets its
+ * cache for an allocator on its first call (gostack__tcache_slow), found
+ * afterwards through initial-exec TLS. A pthread key destructor gives every
+ * cache back to the pools when the thread exits (Go's freemcache); after that
+ * the thread runs uncached, like Go's M with no P.
+ */
+#include <string.h>
+
+#include "pools.h"
+
+__thread struct gostack__tls gostack__tls __attribute__((tls_model("initial-exec")));
+pthread_mutex_t gostack__registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t tls_key;
+
+void
+gostack__tstat_add(struct gostack__tstat *dst, const struct gostack__tstat *src)
+{
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+		gostack__count_shared(&dst->allocs[o], atomic_load_explicit(&src->allocs[o], memory_order_relaxed));
+		gostack__count_shared(&dst->frees[o], atomic_load_explicit(&src->frees[o], memory_order_relaxed));
+	}
+	gostack__count_shared(&dst->large_allocs, atomic_load_explicit(&src->large_allocs, memory_order_relaxed));
+	gostack__count_shared(&dst->large_frees, atomic_load_explicit(&src->large_frees, memory_order_relaxed));
+	gostack__count_shared(&dst->large_alloc_bytes,
+	    atomic_load_explicit(&src->large_alloc_bytes, memory_order_relaxed));
+	gostack__count_shared(&dst->large_free_bytes,
+	    atomic_load_explicit(&src->large_free_bytes, memory_order_relaxed));
+}
+
+/* Go's stackcacherefill: an empty list takes _StackCacheSize/2 from the pool. */
+bool
+gostack__stackcacherefill(struct gostack__tcache *t, int order)
+{
+	gostack_allocator_t *a = t->alloc;
+	size_t size = gostack__order_size(order);
+	struct gostack__gclink *list;
+	size_t got = a->ops->pool_get(a->pools, order, (GOSTACK_CACHE_SIZE / 2) / size, &list);
+
+	if (got == 0)
+		return false;
+	t->stackcache[order].list = list;
+	atomic_store_explicit(&t->stackcache[order].size, got * size, memory_order_relaxed);
+	return true;
+}
+
+/* Go's stackcacherelease: a full list gives stacks back down to half. */
+void
+gostack__stackcacherelease(struct gostack__tcache *t, int order)
+{
+	gostack_allocator_t *a = t->alloc;
+	struct gostack__stackfreelist *c = &t->stackcache[order];
+	size_t size = gostack__order_size(order);
+	size_t have = atomic_load_explicit(&c->size, memory_order_relaxed);
+	struct gostack__gclink *x = c->list, *head = x, *last = NULL;
+	size_t n = 0;
+
+	while (have > GOSTACK_CACHE_SIZE / 2) {
+		last = x;
+		x = x->next;
+		have -= size;
+		n++;
+	}
+	if (n == 0)
+		return;
+	last->next = NULL;
+	c->list = x;
+	atomic_store_explicit(&c->size, have, memory_order_relaxed);
+	a->ops->pool_put(a->pools, order, head, n);
+}
+
+/* Go's stackcache_clear: every order of this cache back to the pools. The
+ * list is counted by walking it, not from size: a fork child adopting the
+ * cache of a thread that was in the middle of a push or pop must not trust
+ * the two to agree. */
+void
+gostack__stackcache_clear(struct gostack__tcache *t)
+{
+	gostack_allocator_t *a = t->alloc;
+
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+		struct gostack__stackfreelist *c = &t->stackcache[o];
+		struct gostack__gclink *list = c->list;
+		size_t n = 0;
+
+		c->list = NULL;
+		atomic_store_explicit(&c->size, 0, memory_order_relaxed);
+		for (struct gostack__gclink *x = list; x != NULL; x = x->next)
+			n++;
+		if (n != 0)
+			a->ops->pool_put(a->pools, o, list, n);
+	}
+}
+
+void
+gostack__tcache_retire(struct gostack__tcache *t)
+{
+	gostack_allocator_t *a = t->alloc;
+
+	gostack__stackcache_clear(t);
+	gostack__tstat_add(&a->dead, &t->st);
+	memset(&t->st, 0, sizeof t->st);
+	if (t->prev != NULL)
+		t->prev->next = t->next;
+	else
+		a->tcaches = t->next;
+	if (t->next != NULL)
+		t->next->prev = t->prev;
+	t->next = t->prev = NULL;
+	atomic_store_explicit(&t->id, 0, memory_order_relaxed);
+	t->alloc = NULL;
+}
+
+/* Thread exit (Go's freemcache): every cache of this thread back to its pools. */
+static void
+tls_destructor(void *arg)
+{
+	struct gostack__tls *tls = arg;
+
+	tls->state = GOSTACK__TLS_EXITING;
+	pthread_mutex_lock(&gostack__registry_lock);
+	for (int i = 0; i < GOSTACK__SLOTS; i++) {
+		struct gostack__tcache *t = tls->slot[i];
+
+		if (t == NULL)
+			continue;
+		if (atomic_load_explicit(&t->id, memory_order_relaxed) != 0)
+			gostack__tcache_retire(t);
+		tls->slot[i] = NULL;
+		gostack__meta_free(t, sizeof *t);
+	}
+	pthread_mutex_unlock(&gostack__registry_lock);
+}
+
+void
+gostack__tls_key_init(void)
+{
+	if (pthread_key_create(&tls_key, tls_destructor) != 0)
+		gostack__throw("pthread_key_create failed");
+}
+
+struct gostack__tcache *
+gostack__tcache_slow(gostack_allocator_t *a)
+{
+	struct gostack__tls *tls = &gostack__tls;
+	struct gostack__tcache *t;
+
+	if (a->slot >= GOSTACK__SLOTS || tls->state == GOSTACK__TLS_EXITING)
+		return NULL;
+	if (tls->state == GOSTACK__TLS_FRESH) {
+		if (pthread_setspecific(tls_key, tls) != 0)
+			return NULL;
+		tls->state = GOSTACK__TLS_LIVE;
+	}
+	pthread_mutex_lock(&gostack__registry_lock);
+	t = tls->slot[a->slot];
+	if (t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) == a->id) {
+		pthread_mutex_unlock(&gostack__registry_lock);
+		return t;
+	}
+	if (t == NULL) {
+		t = gostack__meta_alloc(sizeof *t);
+		if (t == NULL) {
+			pthread_mutex_unlock(&gostack__registry_lock);
+			return NULL;
+		}
+		t->owner = tls;
+		tls->slot[a->slot] = t;
+	} else if (atomic_load_explicit(&t->id, memory_order_relaxed) != 0) {
+		gostack__throw("thread cache %p of a live allocator in a reused slot", (void *)t);
+	}
+	/* A fresh or orphaned struct: its lists are empty, its counters zero. */
+	t->alloc = a;
+	t->prev = NULL;
+	t->next = a->tcaches;
+	if (t->next != NULL)
+		t->next->prev = t;
+	a->tcaches = t;
+	atomic_store_explicit(&t->id, a->id, memory_order_relaxed);
+	pthread_mutex_unlock(&gostack__registry_lock);
+	return t;
+}
+
+void
+gostack_thread_flush(void)
+{
+	struct gostack__tls *tls = &gostack__tls;
+
+	pthread_mutex_lock(&gostack__registry_lock);
+	for (int i = 0; i < GOSTACK__SLOTS; i++) {
+		struct gostack__tcache *t = tls->slot[i];
+
+		if (t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) != 0)
+			gostack__stackcache_clear(t);
+	}
+	pthread_mutex_unlock(&gostack__registry_lock);
+}
+
+/*
+ * Fork child: only the forking thread survives. The caches of every other
+ * thread are adopted: their stacks go back to the pools and their counters
+ * to the allocator, as if those threads had exited (glibc's nptl does the
+ * same for the stacks of threads that no longer exist).
+ */
+void
+gostack__tcache_fork_child(void)
+{
+	pthread_mutex_lock(&gostack__registry_lock);
+	for (gostack_allocator_t *a = gostack__allocators; a != NULL; a = a->next) {
+		struct gostack__tcache *t = a->tcaches;
+
+		while (t != NULL) {
+			struct gostack__tcache *next = t->next;
+
+			if (t->owner != &gostack__tls) {
+				gostack__tcache_retire(t);
+				gostack__meta_free(t, sizeof *t);
+			}
+			t = next;
+		}
+	}
+	pthread_mutex_unlock(&gostack__registry_lock);
+}

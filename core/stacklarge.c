@@ -1,0 +1,85 @@
+/*
+ * stacklarge.c: Go's stackLarge under one mutex. Freed large spans wait in
+ * free[log2(npages)] and are reused before the heap is asked. Go empties
+ * stackLarge at the end of every GC cycle; gostack has no GC, so it bounds
+ * it instead: at most GOSTACK__LARGE_KEEP (64 MiB) per allocator; a free
+ * that would go past it returns the span to the OS at once. reclaim returns
+ * all of it.
+ */
+#include "stackpool.h"
+
+struct gostack__span *
+gostack__stackLarge_get(void *p, unsigned log2npages)
+{
+	struct gostack__mutex_pools *mp = p;
+	struct gostack__spanlist *l = &mp->stackLarge.free[log2npages];
+	struct gostack__span *s;
+
+	pthread_mutex_lock(&mp->stackLarge.lock);
+	s = l->first;
+	if (s != NULL) {
+		gostack__spanlist_remove(l, s);
+		mp->stackLarge.bytes -= s->npages << GOSTACK__PAGE_SHIFT;
+	}
+	pthread_mutex_unlock(&mp->stackLarge.lock);
+	return s;
+}
+
+void
+gostack__stackLarge_put(void *p, struct gostack__span *s)
+{
+	struct gostack__mutex_pools *mp = p;
+	size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
+
+	pthread_mutex_lock(&mp->stackLarge.lock);
+	if (mp->stackLarge.bytes + bytes <= GOSTACK__LARGE_KEEP) {
+		gostack__spanlist_insert(&mp->stackLarge.free[gostack__stacklog2(s->npages)], s);
+		mp->stackLarge.bytes += bytes;
+		s = NULL;
+	}
+	pthread_mutex_unlock(&mp->stackLarge.lock);
+	if (s != NULL)
+		gostack__span_free(mp->a, s, GOSTACK__RELEASE_DECOMMIT);
+}
+
+size_t
+gostack__stackLarge_bytes(struct gostack__mutex_pools *mp)
+{
+	size_t n;
+
+	pthread_mutex_lock(&mp->stackLarge.lock);
+	n = mp->stackLarge.bytes;
+	pthread_mutex_unlock(&mp->stackLarge.lock);
+	return n;
+}
+
+size_t
+gostack__stackLarge_reclaim(struct gostack__mutex_pools *mp)
+{
+	struct gostack__span *all = NULL;
+	size_t bytes;
+
+	/* Detach everything under the lock (Go's freeStackSpans), free outside. */
+	pthread_mutex_lock(&mp->stackLarge.lock);
+	for (int i = 0; i < GOSTACK__LARGE_LISTS; i++) {
+		struct gostack__spanlist *l = &mp->stackLarge.free[i];
+
+		while (l->first != NULL) {
+			struct gostack__span *s = l->first;
+
+			gostack__spanlist_remove(l, s);
+			s->next = all;
+			all = s;
+		}
+	}
+	bytes = mp->stackLarge.bytes;
+	mp->stackLarge.bytes = 0;
+	pthread_mutex_unlock(&mp->stackLarge.lock);
+	while (all != NULL) {
+		struct gostack__span *s = all;
+
+		all = s->next;
+		gostack__span_free(mp->a, s, GOSTACK__RELEASE_DECOMMIT);
+	}
+	return bytes;
+}

@@ -1,0 +1,248 @@
+/*
+ * stackpool.c: Go's global stackpool[order] under one mutex per order
+ * (runtime/stack.go: stackpoolalloc, stackpoolfree, and the locked loops of
+ * stackcacherefill / stackcacherelease / stackcache_clear), the baseline the
+ * lock-free pools are measured against. Go's GC phase is always "off" here:
+ * a span whose stacks are all free goes back to the heap, and its memory to
+ * the OS, at once.
+ */
+#include "stackpool.h"
+
+void
+gostack__mutex_init(pthread_mutex_t *mu)
+{
+	pthread_mutexattr_t at;
+
+	/* Go's runtime lock spins briefly before it sleeps; the adaptive
+	 * glibc mutex is the closest pthread equivalent. */
+	pthread_mutexattr_init(&at);
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+	pthread_mutexattr_settype(&at, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+	pthread_mutex_init(mu, &at);
+	pthread_mutexattr_destroy(&at);
+}
+
+void
+gostack__spanlist_insert(struct gostack__spanlist *l, struct gostack__span *s)
+{
+	s->prev = NULL;
+	s->next = l->first;
+	if (l->first != NULL)
+		l->first->prev = s;
+	else
+		l->last = s;
+	l->first = s;
+	s->list = l;
+}
+
+void
+gostack__spanlist_remove(struct gostack__spanlist *l, struct gostack__span *s)
+{
+	if (s->list != l)
+		gostack__throw("span %p is not on list %p", (void *)s, (void *)l);
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		l->first = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	else
+		l->last = s->prev;
+	s->next = s->prev = NULL;
+	s->list = NULL;
+}
+
+/* Go's stackpoolalloc; caller holds stackpool[order].mu. NULL: out of memory. */
+static struct gostack__gclink *
+stackpoolalloc(struct gostack__mutex_pools *mp, int order)
+{
+	struct gostack__spanlist *list = &mp->stackpool[order].span;
+	struct gostack__span *s = list->first;
+	size_t elemsize = gostack__order_size(order);
+
+	if (s == NULL) {
+		/* No span with a free stack: carve a new one. */
+		s = gostack__span_alloc(mp->a, GOSTACK__SPAN_SIZE, GOSTACK__SPAN_POOL, elemsize);
+		if (s == NULL)
+			return NULL;
+		s->order = (uint8_t)order;
+		/* Ascending pushes: the list is descending, the first stack
+		 * handed out is the highest one, as in Go. */
+		for (size_t off = 0; off < GOSTACK__SPAN_SIZE; off += elemsize) {
+			struct gostack__gclink *x = (struct gostack__gclink *)(s->base + off);
+
+			x->next = s->manualFreeList;
+			s->manualFreeList = x;
+		}
+		gostack__spanlist_insert(list, s);
+		mp->stackpool[order].free_bytes += GOSTACK__SPAN_SIZE;
+	}
+	struct gostack__gclink *x = s->manualFreeList;
+
+	if (x == NULL)
+		gostack__throw("span %p has no free stacks", (void *)s->base);
+	s->manualFreeList = x->next;
+	s->allocCount++;
+	if (s->manualFreeList == NULL)
+		gostack__spanlist_remove(list, s);   /* now fully handed out */
+	mp->stackpool[order].free_bytes -= elemsize;
+	return x;
+}
+
+/* Go's stackpoolfree; caller holds stackpool[order].mu. */
+static void
+stackpoolfree(struct gostack__mutex_pools *mp, struct gostack__gclink *x, int order)
+{
+	struct gostack__span *s = gostack__span_of((uintptr_t)x);
+	struct gostack__spanlist *list = &mp->stackpool[order].span;
+
+	if (s == NULL || atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_POOL)
+		gostack__throw("freeing stack %p not in a stack span", (void *)x);
+	if (s->manualFreeList == NULL)
+		gostack__spanlist_insert(list, s);   /* has a free stack again */
+	x->next = s->manualFreeList;
+	s->manualFreeList = x;
+	s->allocCount--;
+	mp->stackpool[order].free_bytes += gostack__order_size(order);
+	if (s->allocCount == 0) {
+		/* Span completely free (and no GC phase here): back to the heap. */
+		gostack__spanlist_remove(list, s);
+		s->manualFreeList = NULL;
+		mp->stackpool[order].free_bytes -= GOSTACK__SPAN_SIZE;
+		gostack__span_free(mp->a, s, GOSTACK__RELEASE_DECOMMIT);
+	}
+}
+
+static size_t
+mutex_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
+{
+	struct gostack__mutex_pools *mp = p;
+	struct gostack__gclink *head = NULL;
+	size_t got = 0;
+
+	pthread_mutex_lock(&mp->stackpool[order].mu);
+	while (got < n) {
+		struct gostack__gclink *x = stackpoolalloc(mp, order);
+
+		if (x == NULL)
+			break;
+		x->next = head;
+		head = x;
+		got++;
+	}
+	pthread_mutex_unlock(&mp->stackpool[order].mu);
+	*list = head;
+	return got;
+}
+
+static void
+mutex_pool_put(void *p, int order, struct gostack__gclink *list, size_t n)
+{
+	struct gostack__mutex_pools *mp = p;
+
+	(void)n;
+	pthread_mutex_lock(&mp->stackpool[order].mu);
+	while (list != NULL) {
+		struct gostack__gclink *y = list->next;
+
+		stackpoolfree(mp, list, order);
+		list = y;
+	}
+	pthread_mutex_unlock(&mp->stackpool[order].mu);
+}
+
+static void *
+mutex_create(gostack_allocator_t *a)
+{
+	struct gostack__mutex_pools *mp = gostack__meta_alloc(sizeof *mp);
+
+	if (mp == NULL)
+		return NULL;
+	mp->a = a;
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
+		gostack__mutex_init(&mp->stackpool[o].mu);
+	gostack__mutex_init(&mp->stackLarge.lock);
+	return mp;
+}
+
+static size_t
+mutex_pooled_bytes(void *p)
+{
+	struct gostack__mutex_pools *mp = p;
+	size_t n = 0;
+
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+		pthread_mutex_lock(&mp->stackpool[o].mu);
+		n += mp->stackpool[o].free_bytes;
+		pthread_mutex_unlock(&mp->stackpool[o].mu);
+	}
+	return n + gostack__stackLarge_bytes(mp);
+}
+
+static size_t
+mutex_reclaim(void *p)
+{
+	/* Pool spans went back the moment they became free (Go, GC off). */
+	return gostack__stackLarge_reclaim(p);
+}
+
+static void
+mutex_destroy(void *p)
+{
+	struct gostack__mutex_pools *mp = p;
+
+	gostack__stackLarge_reclaim(mp);
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+		if (mp->stackpool[o].span.first != NULL)
+			gostack__throw("destroying pools with live spans of order %d", o);
+		pthread_mutex_destroy(&mp->stackpool[o].mu);
+	}
+	pthread_mutex_destroy(&mp->stackLarge.lock);
+	gostack__meta_free(mp, sizeof *mp);
+}
+
+static void
+mutex_fork_prepare(void *p)
+{
+	struct gostack__mutex_pools *mp = p;
+
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
+		pthread_mutex_lock(&mp->stackpool[o].mu);
+	pthread_mutex_lock(&mp->stackLarge.lock);
+}
+
+static void
+mutex_fork_parent(void *p)
+{
+	struct gostack__mutex_pools *mp = p;
+
+	pthread_mutex_unlock(&mp->stackLarge.lock);
+	for (int o = GOSTACK_NUM_ORDERS - 1; o >= 0; o--)
+		pthread_mutex_unlock(&mp->stackpool[o].mu);
+}
+
+static void
+mutex_fork_child(void *p)
+{
+	struct gostack__mutex_pools *mp = p;
+
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
+		gostack__mutex_init(&mp->stackpool[o].mu);
+	gostack__mutex_init(&mp->stackLarge.lock);
+}
+
+const struct gostack__pools_ops gostack__mutex_pools = {
+	.name = "mutex",
+	.create = mutex_create,
+	.destroy = mutex_destroy,
+	.pool_get = mutex_pool_get,
+	.pool_put = mutex_pool_put,
+	.large_get = gostack__stackLarge_get,
+	.large_put = gostack__stackLarge_put,
+	.pooled_bytes = mutex_pooled_bytes,
+	.reclaim = mutex_reclaim,
+	.fork_prepare = mutex_fork_prepare,
+	.fork_parent = mutex_fork_parent,
+	.fork_child = mutex_fork_child,
+};

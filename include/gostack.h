@@ -1,0 +1,92 @@
+/*
+ * gostack: stacks for coroutines, fibers and green threads, handed out the
+ * way the Go runtime hands out goroutine stacks (runtime/stack.go).
+ *
+ * Sizes are rounded up to a power of two of at least GOSTACK_MIN_SIZE (Go's
+ * round2). Stacks under 32 KiB come from per-thread caches of four orders
+ * (2, 4, 8, 16 KiB) backed by global pools of 32 KiB spans; larger stacks get
+ * a span each and are recycled through stackLarge.
+ *
+ * Thread safety: every function may be called from any thread at any time,
+ * with no registration. A stack may be freed by any thread. A thread's caches
+ * go back to the global pools when it exits or calls gostack_thread_flush().
+ *
+ * Errors: allocation failure returns {0, 0} with errno set (EINVAL for a size
+ * of 0 or above GOSTACK_MAX_SIZE, ENOMEM when the OS refuses memory). Freeing
+ * something that is not a live stack of that allocator prints one line
+ * starting "gostack:" to stderr and aborts, like Go's throw.
+ */
+#ifndef GOSTACK_H
+#define GOSTACK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GOSTACK_VERSION_MAJOR 0
+#define GOSTACK_VERSION_MINOR 1
+#define GOSTACK_VERSION_PATCH 0
+
+#if defined(__GNUC__) && defined(GOSTACK_BUILDING)
+#define GOSTACK_API __attribute__((visibility("default")))
+#else
+#define GOSTACK_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Memory [lo, hi); a stack grows down from hi. {0, 0} means "no stack". */
+typedef struct gostack { uintptr_t lo, hi; } gostack_t;
+
+#define GOSTACK_MIN_SIZE   2048    /* Go's fixedStack: order 0 */
+#define GOSTACK_NUM_ORDERS 4       /* Go's _NumStackOrders: 2, 4, 8, 16 KiB */
+#define GOSTACK_CACHE_SIZE 32768   /* Go's _StackCacheSize: per-thread cap per order, and the pool span size */
+#define GOSTACK_MAX_SIZE   ((size_t)1 << 30)
+
+typedef enum gostack_backend {
+	GOSTACK_BACKEND_DEFAULT = 0,   /* the lock-free pools once they exist; GOSTACK_BACKEND=mutex overrides for the default allocator */
+	GOSTACK_BACKEND_MUTEX,         /* Go's own pools: one padded mutex per order, one for stackLarge */
+	GOSTACK_BACKEND_LOCKFREE       /* ConcurrencyKit stacks with RCU span reclamation */
+} gostack_backend_t;
+
+typedef struct gostack_config {
+	gostack_backend_t backend;
+	bool no_cache;                 /* Go's stackNoCache: every small alloc and free goes to the global pools */
+	/* later issues append fields */
+} gostack_config_t;
+
+typedef struct gostack_allocator gostack_allocator_t;
+
+typedef struct gostack_stats {
+	uint64_t allocs, frees;        /* successful allocations and frees */
+	size_t inuse_bytes;            /* stacks handed out and not yet freed */
+	size_t cached_bytes;           /* free stacks in per-thread caches */
+	size_t pooled_bytes;           /* free stacks in the global pools: free stacks of pool spans, and stackLarge */
+	size_t mapped_bytes;           /* span memory obtained from the OS and not yet returned */
+} gostack_stats_t;
+
+/* The process-wide default allocator (GOSTACK_NOCACHE=1, GOSTACK_BACKEND=mutex|lockfree). */
+GOSTACK_API gostack_t gostack_alloc(size_t size);
+GOSTACK_API void gostack_free(gostack_t stk);
+GOSTACK_API gostack_allocator_t *gostack_default_allocator(void);
+
+/* NULL cfg: defaults. NULL with errno EINVAL (bad config), ENOSYS (backend not built) or ENOMEM. */
+GOSTACK_API gostack_allocator_t *gostack_allocator_new(const gostack_config_t *cfg);
+/* 0, or EBUSY (and nothing changes) while any of its stacks is in use. The default allocator is never deleted (EINVAL). */
+GOSTACK_API int gostack_allocator_delete(gostack_allocator_t *a);
+GOSTACK_API gostack_t gostack_allocator_alloc(gostack_allocator_t *a, size_t size);
+GOSTACK_API void gostack_allocator_free(gostack_allocator_t *a, gostack_t stk);
+/* The calling thread's caches, of every allocator, back to the pools. */
+GOSTACK_API void gostack_thread_flush(void);
+/* Fully free spans and stackLarge back to the OS; returns the bytes released. */
+GOSTACK_API size_t gostack_allocator_reclaim(gostack_allocator_t *a);
+/* Exact whenever no alloc or free of a is running; then inuse + cached + pooled == mapped. */
+GOSTACK_API void gostack_allocator_stats(gostack_allocator_t *a, gostack_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GOSTACK_H */

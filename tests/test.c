@@ -1,0 +1,150 @@
+/* tests/test.c: the shared main() and helpers of every test binary. */
+#include <unistd.h>
+
+#include "test.h"
+
+int test_failed_checks;
+gostack_config_t test_cfg = { GOSTACK_BACKEND_DEFAULT, false };
+int test_threads = 0, test_scale = 0;
+
+bool
+test_sanitized(void)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	return true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+	return true;
+#endif
+#endif
+	return false;
+}
+
+gostack_allocator_t *
+test_allocator(void)
+{
+	gostack_allocator_t *a = gostack_allocator_new(&test_cfg);
+
+	if (a == NULL) {
+		fprintf(stderr, "gostack_allocator_new: %s\n", strerror(errno));
+		exit(2);
+	}
+	return a;
+}
+
+void
+test_check_balance(gostack_allocator_t *a, const char *where)
+{
+	gostack_stats_t st;
+
+	gostack_allocator_stats(a, &st);
+	if (st.inuse_bytes + st.cached_bytes + st.pooled_bytes != st.mapped_bytes) {
+		test_failed_checks++;
+		fprintf(stderr, "%s: stats do not balance: inuse %zu + cached %zu + pooled %zu != mapped %zu\n",
+		    where, st.inuse_bytes, st.cached_bytes, st.pooled_bytes, st.mapped_bytes);
+	}
+}
+
+long
+test_maps_lines(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	long n = 0;
+	int c;
+
+	if (f == NULL)
+		return -1;
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+long
+test_rss_bytes(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	long size = 0, rss = 0;
+
+	if (f == NULL)
+		return -1;
+	if (fscanf(f, "%ld %ld", &size, &rss) != 2)
+		rss = -1;
+	fclose(f);
+	return rss * sysconf(_SC_PAGESIZE);
+}
+
+void
+stamp_set(gostack_t s, uint64_t token)
+{
+	size_t n = s.hi - s.lo;
+	uint64_t w[2] = { token, n };
+
+	memcpy((void *)s.lo, w, sizeof w);
+	memcpy((void *)(s.lo + n / 2), w, sizeof w);
+	memcpy((void *)(s.hi - sizeof w), w, sizeof w);
+}
+
+bool
+stamp_ok(gostack_t s, uint64_t token)
+{
+	size_t n = s.hi - s.lo;
+	uint64_t w[3][2];
+
+	memcpy(w[0], (void *)s.lo, sizeof w[0]);
+	memcpy(w[1], (void *)(s.lo + n / 2), sizeof w[1]);
+	memcpy(w[2], (void *)(s.hi - sizeof w[2]), sizeof w[2]);
+	for (int i = 0; i < 3; i++)
+		if (w[i][0] != token || w[i][1] != n)
+			return false;
+	return true;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *only[64];
+	int nonly = 0, passed = 0, failed = 0;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) {
+			const char *b = argv[++i];
+
+			test_cfg.backend = strcmp(b, "mutex") == 0 ? GOSTACK_BACKEND_MUTEX :
+			    strcmp(b, "lockfree") == 0 ? GOSTACK_BACKEND_LOCKFREE : GOSTACK_BACKEND_DEFAULT;
+		} else if (strcmp(argv[i], "--nocache") == 0) {
+			test_cfg.no_cache = true;
+		} else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+			test_threads = atoi(argv[++i]);
+		} else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc) {
+			test_scale = atoi(argv[++i]);
+		} else if (nonly < 64) {
+			only[nonly++] = argv[i];
+		}
+	}
+	if (test_threads <= 0)
+		test_threads = test_sanitized() ? 16 : 64;
+	if (test_scale <= 0)
+		test_scale = test_sanitized() ? 1 : 4;
+	setvbuf(stdout, NULL, _IONBF, 0);
+	for (int i = 0; i < test_ncases; i++) {
+		bool run = nonly == 0;
+
+		for (int j = 0; j < nonly; j++)
+			run |= strcmp(only[j], test_cases[i].name) == 0;
+		if (!run)
+			continue;
+		int before = test_failed_checks;
+
+		test_cases[i].fn();
+		if (test_failed_checks == before) {
+			passed++;
+			printf("ok   %s\n", test_cases[i].name);
+		} else {
+			failed++;
+			printf("FAIL %s\n", test_cases[i].name);
+		}
+	}
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed == 0 && passed > 0 ? 0 : 1;
+}
