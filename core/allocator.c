@@ -19,9 +19,6 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static _Atomic(gostack_allocator_t *) default_alloc;
 
-static const struct gostack__pools_ops *const backends[] = {
-	&gostack__mutex_pools,
-};
 
 static void
 fork_prepare(void)
@@ -72,6 +69,13 @@ init_once_fn(void)
 }
 
 void
+gostack__thread_prepare(void)
+{
+	if (gostack__lockfree_pools != NULL && gostack__lockfree_pools->global_thread_prepare)
+		gostack__lockfree_pools->global_thread_prepare();
+}
+
+void
 gostack__init(void)
 {
 	pthread_once(&init_once, init_once_fn);
@@ -82,7 +86,7 @@ backend_ops(gostack_backend_t b)
 {
 	switch (b) {
 	case GOSTACK_BACKEND_DEFAULT:
-		return gostack__lockfree_pools != NULL ? gostack__lockfree_pools : backends[0];
+		return gostack__lockfree_pools != NULL ? gostack__lockfree_pools : &gostack__mutex_pools;
 	case GOSTACK_BACKEND_MUTEX:
 		return &gostack__mutex_pools;
 	case GOSTACK_BACKEND_LOCKFREE:
@@ -210,6 +214,7 @@ gostack_allocator_delete(gostack_allocator_t *a)
 
 	if (a == NULL || a->is_default)
 		return EINVAL;
+	gostack__thread_prepare();
 	pthread_mutex_lock(&gostack__registry_lock);
 	sum_stats(a, &sum, &cached);
 	if (inuse_of(&sum) != 0) {

@@ -45,7 +45,8 @@ GOSTACK__HIDDEN void *gostack__os_reserve(size_t size, size_t align);
 GOSTACK__HIDDEN void gostack__os_unmap(void *p, size_t size);
 /* Give the pages back (RSS falls); the range stays mapped and reads zero. */
 GOSTACK__HIDDEN void gostack__os_decommit(void *p, size_t size);
-/* Unmap a range inside a reservation (a "hole"); false if the kernel refused. */
+/* Give the pages back and make the range inaccessible (a "hole", PROT_NONE,
+ * still reserved); false if the kernel refused. */
 GOSTACK__HIDDEN bool gostack__os_punch(void *p, size_t size);
 /* Map a hole back (MAP_FIXED); false with errno on failure. */
 GOSTACK__HIDDEN bool gostack__os_refill(void *p, size_t size);
@@ -70,7 +71,7 @@ GOSTACK__HIDDEN void gostack__meta_fork_child(void);
 /* How a span's memory goes back when it is freed to the heap. */
 enum gostack__release {
 	GOSTACK__RELEASE_DECOMMIT,   /* madvise(MADV_DONTNEED): stays mapped, reads zero */
-	GOSTACK__RELEASE_UNMAP       /* munmap (a hole, mapped back on reuse): only after
+	GOSTACK__RELEASE_UNMAP       /* PROT_NONE hole, mapped back on reuse: only after
 	                                no thread can still read it (lockfree/: after a grace period) */
 };
 
@@ -79,7 +80,8 @@ enum gostack__release {
  * elemsize bytes. Counts the bytes in a's mapped_bytes. NULL with errno ENOMEM. */
 GOSTACK__HIDDEN struct gostack__span *gostack__span_alloc(gostack_allocator_t *a,
     size_t bytes, uint8_t state, size_t elemsize);
-/* Go's freeManual: the span goes back to the heap and its memory to the OS. */
+/* Go's freeManual: the span goes back to the heap and its memory to the OS.
+ * a == NULL: the caller already took the bytes off its allocator's mapped. */
 GOSTACK__HIDDEN void gostack__span_free(gostack_allocator_t *a, struct gostack__span *s,
     enum gostack__release how);
 /* Go's spanOf: the span head whose memory starts at the 32 KiB unit holding
@@ -209,5 +211,8 @@ gostack__count_shared(_Atomic uint64_t *c, uint64_t d)
 GOSTACK__HIDDEN extern gostack_allocator_t *gostack__allocators; /* registry lock */
 /* Library init (pthread_once): TLS key, fork handlers. */
 GOSTACK__HIDDEN void gostack__init(void);
+/* Before core takes the registry lock on a path that gives stacks back to
+ * the pools (flush, thread exit, delete): the backend's per-thread setup. */
+GOSTACK__HIDDEN void gostack__thread_prepare(void);
 
 #endif /* GOSTACK_INTERNAL_H */

@@ -18,9 +18,10 @@
  * the unit index picks the span. Two loads, no lock, never a read of memory
  * gostack does not own.
  *
- * Memory goes back to the OS when a span is freed (madvise MADV_DONTNEED, or
- * munmap for GOSTACK__RELEASE_UNMAP, the hole being mapped back when the block
- * is reused), and whole arenas are unmapped by gostack__heap_release_empty()
+ * Memory goes back to the OS when a span is freed (madvise MADV_DONTNEED; or,
+ * for GOSTACK__RELEASE_UNMAP, replaced by an inaccessible PROT_NONE mapping,
+ * a "hole" that stays reserved and is mapped back when the block is reused,
+ * so a stale access faults instead of reading reused memory), and whole arenas are unmapped by gostack__heap_release_empty()
  * (from reclaim) once they hold no span.
  *
  * Locking: one heap lock (Go's mheap.lock), taken after any pool lock.
@@ -265,7 +266,8 @@ gostack__span_free(gostack_allocator_t *a, struct gostack__span *s, enum gostack
 	struct arena *ar = arena_of_span(s);
 	uint8_t hole = 0;
 
-	atomic_fetch_sub_explicit(&a->mapped, bytes, memory_order_relaxed);
+	if (a != NULL)
+		atomic_fetch_sub_explicit(&a->mapped, bytes, memory_order_relaxed);
 	/* The span is still ours: return its memory outside the heap lock. */
 	if (how == GOSTACK__RELEASE_UNMAP)
 		hole = gostack__os_punch((void *)s->base, bytes);

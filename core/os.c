@@ -53,8 +53,11 @@ gostack__os_decommit(void *p, size_t size)
 bool
 gostack__os_punch(void *p, size_t size)
 {
-	/* Splitting a mapping can fail at vm.max_map_count (ENOMEM). */
-	return munmap(p, size) == 0;
+	/* Replace the pages with an inaccessible reservation in one step: the
+	 * memory goes back and any access faults, but the range stays ours, so
+	 * no other mmap (a thread stack, malloc) can be placed in it before we
+	 * map it back. Splitting the mapping can fail at vm.max_map_count. */
+	return mmap(p, size, PROT_NONE, GOSTACK__MAP_FLAGS | MAP_FIXED, -1, 0) != MAP_FAILED;
 }
 
 bool

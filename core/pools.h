@@ -41,6 +41,11 @@ struct gostack__pools_ops {
 	void (*global_fork_prepare)(void);
 	void (*global_fork_parent)(void);
 	void (*global_fork_child)(void);
+	/* Run outside every gostack lock before core takes the registry lock on
+	 * a path that calls pool_put (flush, thread exit, delete), so that the
+	 * backend never has to register the thread (urcu-bp) under a lock that
+	 * fork_prepare also takes; may be NULL. */
+	void (*global_thread_prepare)(void);
 	/* Per-instance locks, taken after the registry lock, before the heap lock. */
 	void (*fork_prepare)(void *p);
 	void (*fork_parent)(void *p);

@@ -122,6 +122,7 @@ tls_destructor(void *arg)
 	struct gostack__tls *tls = arg;
 
 	tls->state = GOSTACK__TLS_EXITING;
+	gostack__thread_prepare();
 	pthread_mutex_lock(&gostack__registry_lock);
 	for (int i = 0; i < GOSTACK__SLOTS; i++) {
 		struct gostack__tcache *t = tls->slot[i];
@@ -190,6 +191,7 @@ gostack_thread_flush(void)
 {
 	struct gostack__tls *tls = &gostack__tls;
 
+	gostack__thread_prepare();
 	pthread_mutex_lock(&gostack__registry_lock);
 	for (int i = 0; i < GOSTACK__SLOTS; i++) {
 		struct gostack__tcache *t = tls->slot[i];

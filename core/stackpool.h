@@ -17,14 +17,14 @@ struct gostack__mutex_pools {
 		pthread_mutex_t mu;
 		struct gostack__spanlist span;
 		size_t free_bytes;
-	} _Alignas(GOSTACK__PAD) stackpool[GOSTACK_NUM_ORDERS];
+	} __attribute__((aligned(GOSTACK__PAD))) stackpool[GOSTACK_NUM_ORDERS];
 	/* Go's stackLarge: free[i] holds freed large spans of 2^i pages;
 	 * bytes = their total, at most GOSTACK__LARGE_KEEP. */
 	struct {
 		pthread_mutex_t lock;
 		struct gostack__spanlist free[GOSTACK__LARGE_LISTS];
 		size_t bytes;
-	} _Alignas(GOSTACK__PAD) stackLarge;
+	} __attribute__((aligned(GOSTACK__PAD))) stackLarge;
 	gostack_allocator_t *a;
 };
 

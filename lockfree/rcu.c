@@ -1,0 +1,151 @@
+/*
+ * rcu.c: the only code that calls liburcu. Flavor: urcu-bp ("bulletproof"),
+ * made for libraries whose callers are threads they never see created: the
+ * first read lock registers a thread lazily, and a pthread key destructor
+ * unregisters it at exit, so gostack needs no registration API.
+ *
+ * Correctness argument
+ * --------------------
+ * Readers. Every pop from a lock-free pool runs between
+ * gostack__rcu_read_lock() and gostack__rcu_read_unlock() (stackpool.c,
+ * stacklarge.c): the only moments at which a thread may hold a pointer to a
+ * node it does not own.
+ *
+ * Writers. A span is unmapped only after (1) it has been made unreachable:
+ * its free stacks were drained from the pool by a generation-bumping DCAS
+ * and not pushed back (stackpool.c's sweep), or, for a large span, it was
+ * popped or never pushed; and then (2) a grace period has elapsed, either
+ * through call_rcu (the callback runs in urcu-bp's worker thread) or through
+ * synchronize_rcu in reclaim, which batches a whole sweep into one grace
+ * period off the hot path. Any reader that could have loaded a pointer into
+ * the span did so in a section that began before (1), and (2) waits for all
+ * such sections to end. Arenas, and with them the out-of-line span metadata
+ * that stackLarge's links live in, are unmapped only when every span in them
+ * has gone back to the heap, i.e. after the same grace periods.
+ *
+ * What must never happen: synchronize_rcu or rcu_barrier inside a read
+ * section or while holding a gostack lock (reclaim drops its locks first),
+ * and a first read lock (which registers the thread under urcu-bp's registry
+ * mutex) while holding a gostack lock that fork_prepare takes after
+ * urcu_bp_before_fork: core calls gostack__rcu_thread_prepare() before it
+ * takes the registry lock on paths that free into the pools.
+ *
+ * fork. pthread_atfork order (core/allocator.c): prepare runs
+ * urcu_bp_call_rcu_before_fork (pauses the worker, which may be inside a
+ * callback that takes the heap lock) then urcu_bp_before_fork, before any
+ * gostack lock; parent and child run urcu_bp_after_fork_* then
+ * urcu_bp_call_rcu_after_fork_*, after every gostack lock is released. A
+ * child of a busy parent thus never waits on a grace period that a dead
+ * parent thread's read section holds open.
+ *
+ * liburcu 0.13.2 creates the call_rcu worker with the signal mask of the
+ * thread that first calls call_rcu; gostack creates it at init with every
+ * signal blocked, so it never steals a signal meant for the host.
+ *
+ * GOSTACK_TEST_NO_GRACE (a test-only build switch) releases spans at once,
+ * without a grace period: the reclamation torture test must then fail.
+ */
+#include <signal.h>
+#include <urcu-bp.h>
+
+#include "lockfree.h"
+
+static pthread_once_t lf_rcu_once = PTHREAD_ONCE_INIT;
+
+static void
+lf_rcu_setup(void)
+{
+	sigset_t all, old;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	(void)urcu_bp_get_default_call_rcu_data();   /* spawns the worker, signals blocked */
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static inline void
+lf_rcu_ensure_setup(void)
+{
+	pthread_once(&lf_rcu_once, lf_rcu_setup);
+}
+
+__attribute__((noinline)) void
+gostack__rcu_read_lock(void)
+{
+	urcu_bp_read_lock();
+}
+
+__attribute__((noinline)) void
+gostack__rcu_read_unlock(void)
+{
+	urcu_bp_read_unlock();
+}
+
+static void
+lf_release_cb(struct rcu_head *head)
+{
+	struct gostack__lf_span *l = caa_container_of(head, struct gostack__lf_span, rcu);
+	struct gostack__span *s = (struct gostack__span *)(void *)((char *)l -
+	    offsetof(struct gostack__span, backend));
+
+	gostack__span_free(NULL, s, GOSTACK__RELEASE_UNMAP);
+}
+
+void
+gostack__rcu_retire_span(struct gostack__span *s)
+{
+#ifdef GOSTACK_TEST_NO_GRACE
+	gostack__span_free(NULL, s, GOSTACK__RELEASE_UNMAP);
+#else
+	lf_rcu_ensure_setup();
+	urcu_bp_call_rcu(&gostack__lf(s)->rcu, lf_release_cb);
+#endif
+}
+
+void
+gostack__rcu_synchronize(void)
+{
+#ifndef GOSTACK_TEST_NO_GRACE
+	urcu_bp_synchronize_rcu();
+#endif
+}
+
+void
+gostack__rcu_barrier(void)
+{
+	lf_rcu_ensure_setup();
+	urcu_bp_barrier();
+}
+
+void
+gostack__rcu_thread_prepare(void)
+{
+	/* Register the thread now (a no-op once registered), outside every
+	 * gostack lock; call_rcu and pops under those locks then never need
+	 * urcu-bp's registry mutex. */
+	lf_rcu_ensure_setup();
+	urcu_bp_read_lock();
+	urcu_bp_read_unlock();
+}
+
+void
+gostack__rcu_fork_prepare(void)
+{
+	lf_rcu_ensure_setup();
+	urcu_bp_call_rcu_before_fork();
+	urcu_bp_before_fork();
+}
+
+void
+gostack__rcu_fork_parent(void)
+{
+	urcu_bp_after_fork_parent();
+	urcu_bp_call_rcu_after_fork_parent();
+}
+
+void
+gostack__rcu_fork_child(void)
+{
+	urcu_bp_after_fork_child();
+	urcu_bp_call_rcu_after_fork_child();
+}

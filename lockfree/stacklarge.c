@@ -1,0 +1,85 @@
+/*
+ * lockfree/stacklarge.c: Go's stackLarge as one ck_stack per log2(npages).
+ *
+ * Correctness argument
+ * --------------------
+ * Nodes are the spans' out-of-line metadata (struct gostack__span, in the
+ * arena's first units), never stack memory: a large stack's pages can be
+ * given back without touching any link. A pop reads the head span's link
+ * inside an RCU read section (the span may meanwhile be popped, used, freed
+ * past the bound and released); span metadata is unmapped only with its
+ * arena, after every span in it went back to the heap, and spans leave
+ * through gostack__lf_retire (call_rcu) or reclaim's batched grace period,
+ * so the read always hits mapped memory. ABA: pops are ck_stack_pop_mpmc
+ * (generation-counted DCAS) and the drain bumps the generation too
+ * (lfstack.c).
+ *
+ * Bound: large_bytes (all lists) stays <= GOSTACK__LARGE_KEEP (64 MiB per
+ * allocator, as with the mutex pools): a free that would pass it reserves
+ * nothing and retires the span instead. reclaim drains every list.
+ */
+#include "lockfree.h"
+
+struct gostack__span *
+gostack__lf_large_get(void *p, unsigned log2npages)
+{
+	struct gostack__lf_pools *lp = p;
+	struct gostack__lf_list *l = &lp->stackLarge[log2npages];
+	ck_stack_entry_t *e;
+	size_t got;
+
+	if (ck_pr_load_ptr(&l->stack.head) == NULL)
+		return NULL;   /* empty: skip the read section */
+	gostack__rcu_read_lock();
+	e = gostack__lf_pop(&l->stack, 1, &got);
+	gostack__rcu_read_unlock();
+	if (e == NULL)
+		return NULL;
+	struct gostack__span *s = gostack__lf_span_of_entry(e);
+	size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
+
+	atomic_fetch_sub_explicit(&l->bytes, bytes, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&lp->large_bytes, bytes, memory_order_relaxed);
+	return s;
+}
+
+void
+gostack__lf_large_put(void *p, struct gostack__span *s)
+{
+	struct gostack__lf_pools *lp = p;
+	size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
+	struct gostack__lf_list *l = &lp->stackLarge[gostack__stacklog2(s->npages)];
+
+	if (atomic_fetch_add_explicit(&lp->large_bytes, bytes, memory_order_relaxed) + bytes >
+	    GOSTACK__LARGE_KEEP) {
+		atomic_fetch_sub_explicit(&lp->large_bytes, bytes, memory_order_relaxed);
+		gostack__lf_retire(lp->a, s, false, NULL);
+		return;
+	}
+	gostack__lf_push_chain(&l->stack, &gostack__lf(s)->entry, &gostack__lf(s)->entry);
+	atomic_fetch_add_explicit(&l->bytes, bytes, memory_order_relaxed);
+}
+
+size_t
+gostack__lf_large_drain(struct gostack__lf_pools *lp, struct gostack__span **batch)
+{
+	size_t total = 0;
+
+	for (int i = 0; i < GOSTACK__LARGE_LISTS; i++) {
+		struct gostack__lf_list *l = &lp->stackLarge[i];
+		ck_stack_entry_t *e = gostack__lf_drain(&l->stack);
+
+		while (e != NULL) {
+			ck_stack_entry_t *next = e->next;
+			struct gostack__span *s = gostack__lf_span_of_entry(e);
+			size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
+
+			atomic_fetch_sub_explicit(&l->bytes, bytes, memory_order_relaxed);
+			atomic_fetch_sub_explicit(&lp->large_bytes, bytes, memory_order_relaxed);
+			total += bytes;
+			gostack__lf_retire(lp->a, s, true, batch);
+			e = next;
+		}
+	}
+	return total;
+}

@@ -1,0 +1,339 @@
+/*
+ * lockfree/stackpool.c: Go's global stackpool[order] as one ck_stack of free
+ * stacks per order, and the sweep that gives fully free spans back.
+ *
+ * Correctness argument
+ * --------------------
+ * Layout. Go keeps a list of spans per order and a free list inside each
+ * span; a lock-free stack cannot unlink a span from the middle of a list, so
+ * here the order's free stacks themselves are the nodes (linked through
+ * their first word, Go's gclink), whatever span they come from. Refill pops
+ * Go's amount (16 KiB worth) with one generation-bumping DCAS and release
+ * pushes its batch with one CAS (lfstack.c); Go's amounts are unchanged.
+ * A new span is carved as Go carves it (the highest stack first) and the
+ * stacks the caller does not take are pushed as one chain.
+ *
+ * No stack handed out twice: a stack is reachable only from the ck_stack
+ * (or a thread's private list after a pop); pops are generation-counted
+ * (ABA argument in lfstack.c); carving publishes a span's stacks only after
+ * its links are written (the push's store fence and CAS).
+ *
+ * Span reclamation (Go's allocCount / freeStackSpans). Go returns a span the
+ * moment its allocCount reaches 0; here a span's free stacks are scattered
+ * through the stack, so fully free spans are found by a sweep, Go's
+ * freeStackSpans: the sweeper (one per order, under that order's sweep lock)
+ * drains the whole stack with a generation-bumping DCAS, counts the drained
+ * stacks per span, keeps out every span whose stacks are all there (16, 8, 4
+ * or 2), pushes the others back and retires the kept-out spans. While
+ * drained, the stacks belong to the sweeper alone: no other thread can pop
+ * them, so counting needs no atomics and no allocCount is kept on the hot
+ * path. A span whose every stack was in the drained list has no stack in use
+ * or in any cache, so retiring it loses nothing.
+ * Sweeps run from gostack_allocator_reclaim (all orders, then one
+ * synchronize_rcu for the whole batch, so the memory is back when reclaim
+ * returns) and automatically from a free that takes an order's free bytes
+ * past max(GOSTACK__LF_SWEEP_MIN, 2x what the last sweep left), releasing
+ * through call_rcu. A concurrent refill that finds the stack drained carves
+ * a new span: correct, merely one span more until the next sweep.
+ *
+ * Never touched after unmap: a retired span is off the stack (drained and
+ * not pushed back) before its grace period starts; rcu.c waits for every
+ * read section that could have loaded one of its stacks.
+ *
+ * Stats: stackpool[o].bytes counts free stacks on (or drained from) the
+ * order's stack; each push and pop adjusts it right after its CAS, on the
+ * same cache line. A retired span leaves pooled and mapped at once; its
+ * unmap follows within a grace period.
+ */
+#include "lockfree.h"
+
+static size_t
+chain_last(struct gostack__gclink *list, struct gostack__gclink **last)
+{
+	size_t n = 1;
+
+	while (list->next != NULL) {
+		list = list->next;
+		n++;
+	}
+	*last = list;
+	return n;
+}
+
+void
+gostack__lf_retire(gostack_allocator_t *a, struct gostack__span *s, bool batch,
+    struct gostack__span **batch_list)
+{
+	size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
+
+	/* free() of a stack of this span now fails its checks at once. */
+	atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&a->mapped, bytes, memory_order_relaxed);
+	if (batch) {
+		gostack__lf(s)->sweep_next = *batch_list;
+		*batch_list = s;
+	} else {
+		gostack__rcu_retire_span(s);
+	}
+}
+
+void
+gostack__lf_release_batch(struct gostack__span *list)
+{
+	if (list == NULL)
+		return;
+	gostack__rcu_synchronize();   /* one grace period for the whole batch */
+	while (list != NULL) {
+		struct gostack__span *s = list;
+
+		list = gostack__lf(s)->sweep_next;
+		gostack__span_free(NULL, s, GOSTACK__RELEASE_UNMAP);
+	}
+}
+
+/* Go's freeStackSpans for one order; caller holds sweep_lock[order]. */
+static size_t
+sweep(struct gostack__lf_pools *lp, int order, bool batch, struct gostack__span **batch_list)
+{
+	struct gostack__lf_list *l = &lp->stackpool[order];
+	size_t size = gostack__order_size(order);
+	uint32_t per = (uint32_t)(GOSTACK__SPAN_SIZE / size);
+	struct gostack__gclink *x = (struct gostack__gclink *)gostack__lf_drain(&l->stack);
+	struct gostack__gclink *keep = NULL, *keep_last = NULL;
+	struct gostack__span *touched = NULL;
+	size_t retired = 0;
+
+	for (struct gostack__gclink *y = x; y != NULL; y = y->next) {
+		struct gostack__span *s = gostack__span_of((uintptr_t)y);
+
+		if (gostack__lf(s)->sweep_count++ == 0) {
+			gostack__lf(s)->sweep_next = touched;
+			touched = s;
+		}
+	}
+	while (x != NULL) {
+		struct gostack__gclink *nx = x->next;
+
+		if (gostack__lf(gostack__span_of((uintptr_t)x))->sweep_count != per) {
+			x->next = keep;
+			keep = x;
+			if (keep_last == NULL)
+				keep_last = x;
+		}
+		x = nx;
+	}
+	while (touched != NULL) {
+		struct gostack__span *s = touched;
+		bool free_span = gostack__lf(s)->sweep_count == per;
+
+		touched = gostack__lf(s)->sweep_next;
+		gostack__lf(s)->sweep_count = 0;
+		if (free_span) {
+			retired += GOSTACK__SPAN_SIZE;
+			gostack__lf_retire(lp->a, s, batch, batch_list);
+		}
+	}
+	if (keep != NULL)
+		gostack__lf_push_chain(&l->stack, (ck_stack_entry_t *)keep, (ck_stack_entry_t *)keep_last);
+	size_t left = atomic_fetch_sub_explicit(&l->bytes, retired, memory_order_relaxed) - retired;
+
+	atomic_store_explicit(&lp->sweep_mark[order], left, memory_order_relaxed);
+	return retired;
+}
+
+static void
+maybe_sweep(struct gostack__lf_pools *lp, int order)
+{
+	gostack__rcu_thread_prepare();   /* call_rcu below: registered before the lock */
+	if (pthread_mutex_trylock(&lp->sweep_lock[order]) != 0)
+		return;   /* a sweep is running */
+	sweep(lp, order, false, NULL);
+	pthread_mutex_unlock(&lp->sweep_lock[order]);
+}
+
+static size_t
+lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
+{
+	struct gostack__lf_pools *lp = p;
+	struct gostack__lf_list *l = &lp->stackpool[order];
+	size_t size = gostack__order_size(order), got;
+	struct gostack__gclink *head;
+
+	gostack__rcu_read_lock();
+	head = (struct gostack__gclink *)gostack__lf_pop(&l->stack, n, &got);
+	gostack__rcu_read_unlock();
+	if (got != 0)
+		atomic_fetch_sub_explicit(&l->bytes, got * size, memory_order_relaxed);
+	if (got == n) {
+		*list = head;
+		return got;
+	}
+	/* Carve a new span (Go's stackpoolalloc with an empty list). */
+	struct gostack__span *s = gostack__span_alloc(lp->a, GOSTACK__SPAN_SIZE, GOSTACK__SPAN_POOL, size);
+
+	if (s == NULL) {
+		*list = head;
+		return got;   /* partial, or 0 with errno ENOMEM */
+	}
+	s->order = (uint8_t)order;
+	struct gostack__gclink *rest = NULL, *rest_last = NULL;
+	size_t nrest = 0;
+
+	/* Highest stack first, as Go's carving hands them out. */
+	for (size_t off = GOSTACK__SPAN_SIZE; off != 0;) {
+		off -= size;
+		struct gostack__gclink *x = (struct gostack__gclink *)(s->base + off);
+
+		if (got < n) {
+			x->next = head;
+			head = x;
+			got++;
+		} else {
+			x->next = NULL;
+			if (rest_last != NULL)
+				rest_last->next = x;
+			else
+				rest = x;
+			rest_last = x;
+			nrest++;
+		}
+	}
+	if (rest != NULL) {
+		gostack__lf_push_chain(&l->stack, (ck_stack_entry_t *)rest, (ck_stack_entry_t *)rest_last);
+		atomic_fetch_add_explicit(&l->bytes, nrest * size, memory_order_relaxed);
+	}
+	*list = head;
+	return got;
+}
+
+static void
+lf_pool_put(void *p, int order, struct gostack__gclink *list, size_t n)
+{
+	struct gostack__lf_pools *lp = p;
+	struct gostack__lf_list *l = &lp->stackpool[order];
+	struct gostack__gclink *last;
+	size_t bytes;
+
+	if (list == NULL)
+		return;
+	n = chain_last(list, &last);
+	gostack__lf_push_chain(&l->stack, (ck_stack_entry_t *)list, (ck_stack_entry_t *)last);
+	bytes = atomic_fetch_add_explicit(&l->bytes, n * gostack__order_size(order), memory_order_relaxed) +
+	    n * gostack__order_size(order);
+	if (gostack__unlikely(bytes > GOSTACK__LF_SWEEP_MIN &&
+	    bytes > 2 * atomic_load_explicit(&lp->sweep_mark[order], memory_order_relaxed)))
+		maybe_sweep(lp, order);
+}
+
+static void *
+lf_create(gostack_allocator_t *a)
+{
+	struct gostack__lf_pools *lp = gostack__meta_alloc(sizeof *lp);
+
+	if (lp == NULL)
+		return NULL;
+	lp->a = a;
+	for (int i = 0; i < GOSTACK_NUM_ORDERS; i++) {
+		ck_stack_init(&lp->stackpool[i].stack);
+		/* A non-NULL generation: ck's `generation + 1` on a NULL char *
+		 * is undefined behaviour (UBSan says so). */
+		lp->stackpool[i].stack.generation = (char *)(uintptr_t)GOSTACK__PAD;
+		pthread_mutex_init(&lp->sweep_lock[i], NULL);
+	}
+	for (int i = 0; i < GOSTACK__LARGE_LISTS; i++) {
+		ck_stack_init(&lp->stackLarge[i].stack);
+		lp->stackLarge[i].stack.generation = (char *)(uintptr_t)GOSTACK__PAD;
+	}
+	return lp;
+}
+
+static size_t
+lf_pooled_bytes(void *p)
+{
+	struct gostack__lf_pools *lp = p;
+	size_t n = atomic_load_explicit(&lp->large_bytes, memory_order_relaxed);
+
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
+		n += atomic_load_explicit(&lp->stackpool[o].bytes, memory_order_relaxed);
+	return n;
+}
+
+static size_t
+lf_reclaim(void *p)
+{
+	struct gostack__lf_pools *lp = p;
+	struct gostack__span *batch = NULL;
+	size_t bytes = 0;
+
+	gostack__rcu_thread_prepare();
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+		pthread_mutex_lock(&lp->sweep_lock[o]);
+		bytes += sweep(lp, o, true, &batch);
+		pthread_mutex_unlock(&lp->sweep_lock[o]);
+	}
+	bytes += gostack__lf_large_drain(lp, &batch);
+	gostack__lf_release_batch(batch);   /* no lock held: one grace period */
+	gostack__rcu_barrier();             /* and every call_rcu release queued before */
+	return bytes;
+}
+
+static void
+lf_destroy(void *p)
+{
+	struct gostack__lf_pools *lp = p;
+
+	lf_reclaim(lp);
+	if (lf_pooled_bytes(lp) != 0)
+		gostack__throw("destroying lock-free pools with %zu bytes pooled", lf_pooled_bytes(lp));
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
+		pthread_mutex_destroy(&lp->sweep_lock[o]);
+	gostack__meta_free(lp, sizeof *lp);
+}
+
+static void
+lf_fork_prepare(void *p)
+{
+	struct gostack__lf_pools *lp = p;
+
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
+		pthread_mutex_lock(&lp->sweep_lock[o]);
+}
+
+static void
+lf_fork_parent(void *p)
+{
+	struct gostack__lf_pools *lp = p;
+
+	for (int o = GOSTACK_NUM_ORDERS - 1; o >= 0; o--)
+		pthread_mutex_unlock(&lp->sweep_lock[o]);
+}
+
+static void
+lf_fork_child(void *p)
+{
+	struct gostack__lf_pools *lp = p;
+
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
+		pthread_mutex_init(&lp->sweep_lock[o], NULL);
+}
+
+static const struct gostack__pools_ops lockfree_ops = {
+	.name = "lockfree",
+	.create = lf_create,
+	.destroy = lf_destroy,
+	.pool_get = lf_pool_get,
+	.pool_put = lf_pool_put,
+	.large_get = gostack__lf_large_get,
+	.large_put = gostack__lf_large_put,
+	.pooled_bytes = lf_pooled_bytes,
+	.reclaim = lf_reclaim,
+	.global_fork_prepare = gostack__rcu_fork_prepare,
+	.global_fork_parent = gostack__rcu_fork_parent,
+	.global_fork_child = gostack__rcu_fork_child,
+	.global_thread_prepare = gostack__rcu_thread_prepare,
+	.fork_prepare = lf_fork_prepare,
+	.fork_parent = lf_fork_parent,
+	.fork_child = lf_fork_child,
+};
+
+const struct gostack__pools_ops *const gostack__lockfree_pools = &lockfree_ops;
