@@ -14,9 +14,10 @@
  * unit (out-of-line metadata: nothing is ever stored inside a stack).
  *
  * spanOf: a flat table with one entry per 64 MiB of the 48-bit address space
- * (4 Mi entries, one 32 MiB lazily committed mapping) points at the arena;
- * the unit index picks the span. Two loads, no lock, never a read of memory
- * gostack does not own.
+ * (4 Mi entries, one 32 MiB lazily committed mapping) points at the span
+ * struct of the chunk's first unit; the unit index within the chunk picks the
+ * span. Two dependent loads, no lock, never a read of memory gostack does
+ * not own.
  *
  * Memory goes back to the OS when a span is freed (madvise MADV_DONTNEED; or,
  * for GOSTACK__RELEASE_UNMAP, replaced by an inaccessible PROT_NONE mapping,
@@ -28,69 +29,36 @@
  */
 #include <string.h>
 
-#include "internal.h"
+#include "mheap.h"
 
-#define ARENA_GRAN_SHIFT 26                          /* 64 MiB */
-#define ARENA_GRAN       ((size_t)1 << ARENA_GRAN_SHIFT)
-#define ARENA_STEP_MAX   ((size_t)1 << 30)
-#define TABLE_ENTRIES    ((size_t)1 << (GOSTACK__HEAP_ADDR_BITS - ARENA_GRAN_SHIFT))
-#define MAX_HORDER       20                          /* 2^20 units = 32 GiB */
-
-/*
- * Invariants (heap lock):
- *  - nunits = size >> 15; units [0, meta_units) are the header and span array
- *    (spans[0].state == META); every other unit is in exactly one block,
- *    either a span (head state POOL or LARGE) or free (head state FREE, on
- *    free[horder]); non-head units have state NONE.
- *  - free_units = units in free blocks; the arena holds no span iff
- *    free_units == nunits - meta_units.
- */
-struct arena {
-	uintptr_t base;
-	size_t size;
-	size_t nunits, meta_units, free_units;
-	unsigned max_horder;
-	struct arena *next;
-	struct gostack__span *free[MAX_HORDER + 1];
-	struct gostack__span spans[];
-};
+#define ARENA_STEP_MAX ((size_t)1 << 30)
 
 static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct arena *arenas;            /* heap lock */
+static struct gostack__arena *arenas;   /* heap lock */
 static size_t reserved;                 /* heap lock: bytes in arenas */
-static _Atomic(struct arena *) *_Atomic arena_table;
+_Atomic(struct gostack__span *) *_Atomic gostack__arena_table;
 
 struct gostack__span *
 gostack__span_of(uintptr_t addr)
 {
-	_Atomic(struct arena *) *t = atomic_load_explicit(&arena_table, memory_order_acquire);
-	size_t i = addr >> ARENA_GRAN_SHIFT;
-	struct arena *ar;
-
-	if (gostack__unlikely(t == NULL || i >= TABLE_ENTRIES))
-		return NULL;
-	/* Pairs with the release store in arena_new(): the header is complete. */
-	ar = atomic_load_explicit(&t[i], memory_order_acquire);
-	if (ar == NULL)
-		return NULL;
-	return &ar->spans[(addr - ar->base) >> GOSTACK__SPAN_SHIFT];
+	return gostack__span_of_inline(addr);
 }
 
-static struct arena *
+static struct gostack__arena *
 arena_of_span(struct gostack__span *s)
 {
 	/* The span array lies in the arena's first 64 MiB, which starts at base. */
-	return (struct arena *)((uintptr_t)s & ~(uintptr_t)(ARENA_GRAN - 1));
+	return (struct gostack__arena *)((uintptr_t)s & ~(uintptr_t)(GOSTACK__ARENA_GRAN - 1));
 }
 
 static size_t
-unit_of(struct arena *ar, struct gostack__span *s)
+unit_of(struct gostack__arena *ar, struct gostack__span *s)
 {
 	return (size_t)(s - ar->spans);
 }
 
 static void
-free_insert(struct arena *ar, size_t u, unsigned h, uint8_t hole)
+free_insert(struct gostack__arena *ar, size_t u, unsigned h, uint8_t hole)
 {
 	struct gostack__span *s = &ar->spans[u];
 
@@ -106,7 +74,7 @@ free_insert(struct arena *ar, size_t u, unsigned h, uint8_t hole)
 }
 
 static void
-free_remove(struct arena *ar, struct gostack__span *s)
+free_remove(struct gostack__arena *ar, struct gostack__span *s)
 {
 	if (s->hprev != NULL)
 		s->hprev->hnext = s->hnext;
@@ -120,7 +88,7 @@ free_remove(struct arena *ar, struct gostack__span *s)
 
 /* Free block (u, h): coalesce with free buddies, then list it. */
 static void
-free_block(struct arena *ar, size_t u, unsigned h, uint8_t hole)
+free_block(struct gostack__arena *ar, size_t u, unsigned h, uint8_t hole)
 {
 	ar->free_units += (size_t)1 << h;
 	while (h < ar->max_horder) {
@@ -142,7 +110,7 @@ free_block(struct arena *ar, size_t u, unsigned h, uint8_t hole)
 
 /* A block of 2^h units, split from the smallest free block that fits; or SIZE_MAX. */
 static size_t
-alloc_block(struct arena *ar, unsigned h, uint8_t *hole)
+alloc_block(struct gostack__arena *ar, unsigned h, uint8_t *hole)
 {
 	unsigned j = h;
 
@@ -164,17 +132,17 @@ alloc_block(struct arena *ar, unsigned h, uint8_t *hole)
 	return u;
 }
 
-static struct arena *
+static struct gostack__arena *
 arena_new(size_t bytes)
 {
-	size_t size = reserved < ARENA_GRAN ? ARENA_GRAN : reserved;
-	_Atomic(struct arena *) *t = atomic_load_explicit(&arena_table, memory_order_relaxed);
+	size_t size = reserved < GOSTACK__ARENA_GRAN ? GOSTACK__ARENA_GRAN : reserved;
+	_Atomic(struct gostack__span *) *t = atomic_load_explicit(&gostack__arena_table, memory_order_relaxed);
 
 	if (t == NULL) {
-		t = gostack__os_reserve(TABLE_ENTRIES * sizeof *t, 4096);
+		t = gostack__os_reserve(GOSTACK__ARENA_TABLE_LEN * sizeof *t, 4096);
 		if (t == NULL)
 			return NULL;
-		atomic_store_explicit(&arena_table, t, memory_order_release);
+		atomic_store_explicit(&gostack__arena_table, t, memory_order_release);
 	}
 	if (size > ARENA_STEP_MAX)
 		size = ARENA_STEP_MAX;
@@ -182,7 +150,7 @@ arena_new(size_t bytes)
 	while (size < 2 * bytes)          /* the span array must fit beside the span */
 		size <<= 1;
 
-	struct arena *ar = gostack__os_reserve(size, ARENA_GRAN);
+	struct gostack__arena *ar = gostack__os_reserve(size, GOSTACK__ARENA_GRAN);
 
 	if (ar == NULL)
 		return NULL;
@@ -204,8 +172,9 @@ arena_new(size_t bytes)
 	ar->next = arenas;
 	arenas = ar;
 	reserved += size;
-	for (size_t i = 0; i < size >> ARENA_GRAN_SHIFT; i++)
-		atomic_store_explicit(&t[(ar->base >> ARENA_GRAN_SHIFT) + i], ar, memory_order_release);
+	for (size_t i = 0; i < size >> GOSTACK__ARENA_GRAN_SHIFT; i++)
+		atomic_store_explicit(&t[(ar->base >> GOSTACK__ARENA_GRAN_SHIFT) + i],
+		    &ar->spans[i << (GOSTACK__ARENA_GRAN_SHIFT - GOSTACK__SPAN_SHIFT)], memory_order_release);
 	return ar;
 }
 
@@ -213,7 +182,7 @@ struct gostack__span *
 gostack__span_alloc(gostack_allocator_t *a, size_t bytes, uint8_t state, size_t elemsize)
 {
 	unsigned h = gostack__stacklog2(bytes) - GOSTACK__SPAN_SHIFT;
-	struct arena *ar;
+	struct gostack__arena *ar;
 	size_t u = SIZE_MAX;
 	uint8_t hole = 0;
 
@@ -263,7 +232,7 @@ void
 gostack__span_free(gostack_allocator_t *a, struct gostack__span *s, enum gostack__release how)
 {
 	size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
-	struct arena *ar = arena_of_span(s);
+	struct gostack__arena *ar = arena_of_span(s);
 	uint8_t hole = 0;
 
 	if (a != NULL)
@@ -282,21 +251,21 @@ gostack__span_free(gostack_allocator_t *a, struct gostack__span *s, enum gostack
 size_t
 gostack__heap_release_empty(void)
 {
-	struct arena *dead = NULL, **pp;
-	_Atomic(struct arena *) *t = atomic_load_explicit(&arena_table, memory_order_relaxed);
+	struct gostack__arena *dead = NULL, **pp;
+	_Atomic(struct gostack__span *) *t = atomic_load_explicit(&gostack__arena_table, memory_order_relaxed);
 	size_t bytes = 0;
 
 	pthread_mutex_lock(&heap_lock);
 	for (pp = &arenas; *pp != NULL;) {
-		struct arena *ar = *pp;
+		struct gostack__arena *ar = *pp;
 
 		if (ar->free_units != ar->nunits - ar->meta_units) {
 			pp = &ar->next;
 			continue;
 		}
 		*pp = ar->next;
-		for (size_t i = 0; i < ar->size >> ARENA_GRAN_SHIFT; i++)
-			atomic_store_explicit(&t[(ar->base >> ARENA_GRAN_SHIFT) + i], NULL,
+		for (size_t i = 0; i < ar->size >> GOSTACK__ARENA_GRAN_SHIFT; i++)
+			atomic_store_explicit(&t[(ar->base >> GOSTACK__ARENA_GRAN_SHIFT) + i], NULL,
 			    memory_order_release);
 		reserved -= ar->size;
 		ar->next = dead;
@@ -304,7 +273,7 @@ gostack__heap_release_empty(void)
 	}
 	pthread_mutex_unlock(&heap_lock);
 	while (dead != NULL) {
-		struct arena *ar = dead;
+		struct gostack__arena *ar = dead;
 
 		dead = ar->next;
 		bytes += ar->size;

@@ -8,6 +8,7 @@
  * cache slot or an exiting thread go to the global pool directly.
  * Large stacks (>= 32 KiB): stackLarge, then the heap.
  */
+#include "mheap.h"
 #include "pools.h"
 
 static inline struct gostack__tcache *
@@ -64,8 +65,9 @@ stackalloc_nocache(gostack_allocator_t *a, struct gostack__tcache *t, int order,
 	return (gostack_t){ (uintptr_t)x, (uintptr_t)x + n };
 }
 
-gostack_t
-gostack_allocator_alloc(gostack_allocator_t *a, size_t size)
+/* Everything but a cache hit: the full Go stackalloc. */
+static __attribute__((noinline)) gostack_t
+stackalloc_slow(gostack_allocator_t *a, size_t size)
 {
 	if (gostack__unlikely(a == NULL))
 		return fail(EINVAL);
@@ -73,19 +75,19 @@ gostack_allocator_alloc(gostack_allocator_t *a, size_t size)
 		return fail(EINVAL);
 	size_t n = gostack__round2(size);
 
-	if (gostack__unlikely(!gostack__is_small(n)))
+	if (!gostack__is_small(n))
 		return stackalloc_large(a, n);
 
 	int order = gostack__order(n);
 	struct gostack__tcache *t = tcache_of(a);
 
-	if (gostack__unlikely(t == NULL || a->no_cache))
+	if (t == NULL || a->no_cache)
 		return stackalloc_nocache(a, t, order, n);
 
 	struct gostack__stackfreelist *c = &t->stackcache[order];
 	struct gostack__gclink *x = c->list;
 
-	if (gostack__unlikely(x == NULL)) {
+	if (x == NULL) {
 		if (!gostack__stackcacherefill(t, order))
 			return fail(ENOMEM);
 		x = c->list;
@@ -97,56 +99,85 @@ gostack_allocator_alloc(gostack_allocator_t *a, size_t size)
 	return (gostack_t){ (uintptr_t)x, (uintptr_t)x + n };
 }
 
-static _Noreturn void
-bad_free(gostack_t stk, const char *why)
+gostack_t
+gostack_allocator_alloc(gostack_allocator_t *a, size_t size)
 {
-	gostack__throw("bad free of stack [%#lx, %#lx): %s", (unsigned long)stk.lo,
-	    (unsigned long)stk.hi, why);
+	/* The cached path: a small size, this thread's cache for a, a stack in it. */
+	if (gostack__likely(a != NULL && size - 1 < GOSTACK__SMALL_LIMIT / 2 && !a->no_cache)) {
+		size_t n = gostack__round2(size);
+		int order = gostack__order(n);
+		struct gostack__tcache *t = gostack__tls.slot[a->slot];
+
+		if (gostack__likely(t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) == a->id)) {
+			struct gostack__stackfreelist *c = &t->stackcache[order];
+			struct gostack__gclink *x = c->list;
+
+			if (gostack__likely(x != NULL)) {
+				c->list = x->next;
+				atomic_store_explicit(&c->size,
+				    atomic_load_explicit(&c->size, memory_order_relaxed) - n, memory_order_relaxed);
+				gostack__count(&t->st.allocs[order], 1);
+				return (gostack_t){ (uintptr_t)x, (uintptr_t)x + n };
+			}
+		}
+	}
+	return stackalloc_slow(a, size);
+}
+
+/* Cold and out of line: the hot path passes lo and hi in registers and never
+ * spills the gostack_t to memory. */
+static _Noreturn __attribute__((cold, noinline)) void
+bad_free(uintptr_t lo, uintptr_t hi, const char *why)
+{
+	gostack__throw("bad free of stack [%#lx, %#lx): %s", (unsigned long)lo, (unsigned long)hi, why);
 }
 
 /*
  * The span of a stack being freed, or a throw naming the problem. Reads only
  * gostack's metadata (the arena table and span array), never the stack.
  */
-static struct gostack__span *
-check_free(gostack_allocator_t *a, gostack_t stk, size_t n)
+static inline struct gostack__span *
+check_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 {
-	if (gostack__unlikely(stk.hi <= stk.lo || !gostack__is_pow2(n) ||
-	    n < GOSTACK_MIN_SIZE || n > GOSTACK_MAX_SIZE))
-		bad_free(stk, "size is not a power of two between 2 KiB and 1 GiB");
-	if (gostack__unlikely((stk.lo & ((n < GOSTACK__SPAN_SIZE ? n : GOSTACK__SPAN_SIZE) - 1)) != 0))
-		bad_free(stk, "misaligned lo");
-	struct gostack__span *s = gostack__span_of(stk.lo);
+	size_t n = hi - lo;
+
+	if (gostack__unlikely(hi <= lo || !gostack__is_pow2(n) || n < GOSTACK_MIN_SIZE ||
+	    n > GOSTACK_MAX_SIZE))
+		bad_free(lo, hi, "size is not a power of two between 2 KiB and 1 GiB");
+	if (gostack__unlikely((lo & ((n < GOSTACK__SPAN_SIZE ? n : GOSTACK__SPAN_SIZE) - 1)) != 0))
+		bad_free(lo, hi, "misaligned lo");
+	struct gostack__span *s = gostack__span_of_inline(lo);
 
 	if (gostack__unlikely(s == NULL))
-		bad_free(stk, "not memory gostack allocated (heap, C stack or foreign)");
+		bad_free(lo, hi, "not memory gostack allocated (heap, C stack or foreign)");
 	uint8_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
 	gostack_allocator_t *owner = atomic_load_explicit(&s->alloc, memory_order_relaxed);
 	size_t elemsize = atomic_load_explicit(&s->elemsize, memory_order_relaxed);
 
 	if (gostack__unlikely(state != GOSTACK__SPAN_POOL && state != GOSTACK__SPAN_LARGE))
-		bad_free(stk, "not a stack handed out by gostack (free or interior memory)");
+		bad_free(lo, hi, "not a stack handed out by gostack (free or interior memory)");
 	if (gostack__unlikely(owner != a))
-		bad_free(stk, "belongs to another allocator");
+		bad_free(lo, hi, "belongs to another allocator");
 	if (gostack__unlikely(elemsize != n))
-		bad_free(stk, "size does not match the stack handed out");
-	if (gostack__unlikely(state == GOSTACK__SPAN_LARGE && s->base != stk.lo))
-		bad_free(stk, "lo is not the start of a large stack");
+		bad_free(lo, hi, "size does not match the stack handed out");
+	if (gostack__unlikely(state == GOSTACK__SPAN_LARGE && s->base != lo))
+		bad_free(lo, hi, "lo is not the start of a large stack");
 	return s;
 }
 
-void
-gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
+/* Everything but a cache hit: the full Go stackfree, with every check. */
+static __attribute__((noinline)) void
+stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 {
-	if (stk.lo == 0 && stk.hi == 0)
+	if (lo == 0 && hi == 0)
 		return;
 	if (gostack__unlikely(a == NULL))
-		bad_free(stk, "NULL allocator");
-	size_t n = stk.hi - stk.lo;
-	struct gostack__span *s = check_free(a, stk, n);
+		bad_free(lo, hi, "NULL allocator");
+	size_t n = hi - lo;
+	struct gostack__span *s = check_free(a, lo, hi);
 	struct gostack__tcache *t;
 
-	if (gostack__unlikely(!gostack__is_small(n))) {
+	if (!gostack__is_small(n)) {
 		t = tcache_of(a);
 		if (t != NULL) {
 			gostack__count(&t->st.large_frees, 1);
@@ -159,10 +190,10 @@ gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
 		return;
 	}
 	int order = gostack__order(n);
-	struct gostack__gclink *x = (struct gostack__gclink *)stk.lo;
+	struct gostack__gclink *x = (struct gostack__gclink *)lo;
 
 	t = tcache_of(a);
-	if (gostack__unlikely(t == NULL || a->no_cache)) {
+	if (t == NULL || a->no_cache) {
 		if (t != NULL)
 			gostack__count(&t->st.frees[order], 1);
 		else
@@ -180,4 +211,47 @@ gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
 	atomic_store_explicit(&c->size, atomic_load_explicit(&c->size, memory_order_relaxed) + n,
 	    memory_order_relaxed);
 	gostack__count(&t->st.frees[order], 1);
+}
+
+void
+gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
+{
+	uintptr_t lo = stk.lo, hi = stk.hi;
+	size_t n = hi - lo;
+
+	/*
+	 * The cached path: a small power-of-two size, lo aligned to it, the
+	 * span (two loads, never the stack) a pool span of a handing out n-byte
+	 * stacks, this thread's cache for a with room. Anything else, including
+	 * every misuse, takes the slow path, which checks and reports it.
+	 */
+	if (gostack__likely(n - GOSTACK_MIN_SIZE < GOSTACK__SMALL_LIMIT / 2 && gostack__is_pow2(n) &&
+	    (lo & (n - 1)) == 0 && a != NULL && !a->no_cache)) {
+		struct gostack__span *s = gostack__span_of_inline(lo);
+
+		if (gostack__likely(s != NULL &&
+		    atomic_load_explicit(&s->state, memory_order_relaxed) == GOSTACK__SPAN_POOL &&
+		    atomic_load_explicit(&s->alloc, memory_order_relaxed) == a &&
+		    atomic_load_explicit(&s->elemsize, memory_order_relaxed) == n)) {
+			struct gostack__tcache *t = gostack__tls.slot[a->slot];
+
+			if (gostack__likely(t != NULL &&
+			    atomic_load_explicit(&t->id, memory_order_relaxed) == a->id)) {
+				int order = gostack__order(n);
+				struct gostack__stackfreelist *c = &t->stackcache[order];
+				size_t have = atomic_load_explicit(&c->size, memory_order_relaxed);
+
+				if (gostack__likely(have < GOSTACK_CACHE_SIZE)) {
+					struct gostack__gclink *x = (struct gostack__gclink *)lo;
+
+					x->next = c->list;
+					c->list = x;
+					atomic_store_explicit(&c->size, have + n, memory_order_relaxed);
+					gostack__count(&t->st.frees[order], 1);
+					return;
+				}
+			}
+		}
+	}
+	stackfree_slow(a, lo, hi);
 }

@@ -76,13 +76,15 @@ void __tsan_release(void *addr);
 #endif
 
 #ifdef GOSTACK_TEST_HOOKS
-/* Test builds only: widen the window between reading a snapshot and the
- * CAS, with a sched_yield() one time in GOSTACK_TEST_YIELD (env). */
+/* Test builds only: widen the windows of a batch pop (after it loads the
+ * head, before it dereferences it; before its CAS) with a sched_yield() one
+ * time in GOSTACK_TEST_YIELD (env). */
+static __thread uint64_t test_rng;
+
 static void
 test_window(void)
 {
 	static _Atomic long every = -1;
-	static __thread uint64_t rng;
 	long e = atomic_load_explicit(&every, memory_order_relaxed);
 
 	if (e < 0) {
@@ -93,8 +95,10 @@ test_window(void)
 	}
 	if (e <= 0)
 		return;
-	rng = rng * 6364136223846793005ull + 1442695040888963407ull + (uintptr_t)&rng;
-	if ((rng >> 33) % (uint64_t)e == 0)
+	if (test_rng == 0)
+		test_rng = (uint64_t)pthread_self() | 1;
+	test_rng = test_rng * 6364136223846793005ull + 1442695040888963407ull;
+	if ((test_rng >> 33) % (uint64_t)e == 0)
 		sched_yield();
 }
 #else
@@ -132,25 +136,27 @@ reload:
 		}
 		last = orig.head;
 		k = 1;
+		test_window();   /* a reader holding a node that a sweep may retire */
 		ck_pr_fence_load();
 		next = ck_pr_load_ptr(&last->next);
 		while (k < n && next != NULL) {
-#ifndef GOSTACK_TEST_UNSAFE_POP
 			/* Follow `next` only if no pop happened since the snapshot. */
 			ck_pr_fence_load();
 			if (ck_pr_load_ptr(&st->generation) != orig.generation)
 				goto reload;
-#endif
 			last = next;
 			k++;
 			ck_pr_fence_load();
 			next = ck_pr_load_ptr(&last->next);
 		}
-		test_window();
+		test_window();   /* a stale snapshot meeting a popped-and-pushed head */
 #ifdef GOSTACK_TEST_UNSAFE_POP
-		/* Test only: a single-width CAS on head, as ck_stack_pop_upmc does. */
-		if (ck_pr_cas_ptr(&st->head, orig.head, next))
+		/* Test only: a single-width CAS on head, as ck_stack_pop_upmc
+		 * does (the walk above is still validated: only the CAS is unsafe). */
+		if (ck_pr_cas_ptr(&st->head, orig.head, next)) {
+			ck_pr_inc_ptr(&st->generation);   /* keep other walks' validation meaningful */
 			break;
+		}
 		goto reload;
 #else
 		upd.head = next;

@@ -50,7 +50,32 @@
 
 #include "lockfree.h"
 
+/* Keep each urcu call in its own frame (no tail call), so that TSan reports
+ * name the gostack__rcu_* function that tests/tsan.supp lists. */
+#define KEEP_FRAME() __asm__ __volatile__("" ::: "memory")
+
+#if defined(__SANITIZE_THREAD__)
+#define RCU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RCU_TSAN 1
+#endif
+#endif
+#ifdef RCU_TSAN
+/* The hand-off of a span from the retiring thread to the call_rcu worker
+ * goes through liburcu's queue, which TSan cannot see. */
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define tsan_acquire(p) __tsan_acquire(p)
+#define tsan_release(p) __tsan_release(p)
+#else
+#define tsan_acquire(p) ((void)(p))
+#define tsan_release(p) ((void)(p))
+#endif
+
 static pthread_once_t lf_rcu_once = PTHREAD_ONCE_INIT;
+/* call_rcu releases queued and not yet run: rcu_barrier only when needed. */
+static _Atomic long pending;
 
 static void
 lf_rcu_setup(void)
@@ -73,12 +98,14 @@ __attribute__((noinline)) void
 gostack__rcu_read_lock(void)
 {
 	urcu_bp_read_lock();
+	KEEP_FRAME();
 }
 
 __attribute__((noinline)) void
 gostack__rcu_read_unlock(void)
 {
 	urcu_bp_read_unlock();
+	KEEP_FRAME();
 }
 
 static void
@@ -88,7 +115,9 @@ lf_release_cb(struct rcu_head *head)
 	struct gostack__span *s = (struct gostack__span *)(void *)((char *)l -
 	    offsetof(struct gostack__span, backend));
 
+	tsan_acquire(s);
 	gostack__span_free(NULL, s, GOSTACK__RELEASE_UNMAP);
+	atomic_fetch_sub_explicit(&pending, 1, memory_order_release);
 }
 
 void
@@ -98,23 +127,32 @@ gostack__rcu_retire_span(struct gostack__span *s)
 	gostack__span_free(NULL, s, GOSTACK__RELEASE_UNMAP);
 #else
 	lf_rcu_ensure_setup();
+	atomic_fetch_add_explicit(&pending, 1, memory_order_relaxed);
+	tsan_release(s);
 	urcu_bp_call_rcu(&gostack__lf(s)->rcu, lf_release_cb);
+	KEEP_FRAME();
 #endif
 }
 
-void
+__attribute__((noinline)) void
 gostack__rcu_synchronize(void)
 {
 #ifndef GOSTACK_TEST_NO_GRACE
 	urcu_bp_synchronize_rcu();
+	KEEP_FRAME();
 #endif
 }
 
-void
+__attribute__((noinline)) void
 gostack__rcu_barrier(void)
 {
+	/* Pairs with the release in lf_release_cb: 0 means every queued
+	 * release has run, so there is nothing to wait for. */
+	if (atomic_load_explicit(&pending, memory_order_acquire) == 0)
+		return;
 	lf_rcu_ensure_setup();
 	urcu_bp_barrier();
+	KEEP_FRAME();
 }
 
 void

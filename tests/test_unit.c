@@ -501,7 +501,9 @@ TEST(rss_falls_after_reclaim)
 	    rss0 >> 10, rss1 >> 10, rss2 >> 10);
 	CHECK_EQ(st.mapped_bytes, 0);
 	CHECK(rss1 - rss0 > 100 * (long)MiB);
-	CHECK(rss2 - rss0 < 8 * (long)MiB);
+	/* Under AddressSanitizer the shadow of the touched stacks (1/8 of
+	 * them) stays resident: that is ASan's memory, not gostack's. */
+	CHECK(rss2 - rss0 < 8 * (long)MiB + (test_sanitized() ? (rss1 - rss0) / 6 : 0));
 	CHECK_EQ(gostack_allocator_delete(a), 0);
 }
 

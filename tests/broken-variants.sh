@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Shows that the concurrency tests can fail: builds deliberately broken
+# variants and runs the test that must catch each one. Not part of ctest
+# (each variant is expected to crash or report corruption).
+#   no-grace    GOSTACK_TEST_NO_GRACE: spans unmapped without an RCU grace period
+#               -> lockfree.reclaim_torture must fail
+#   unsafe-pop  GOSTACK_TEST_UNSAFE_POP: single-width CAS pops (ABA-prone)
+#               -> lockfree.aba must fail
+#   no-lock     the mutex pools with their locks removed (a patched copy)
+#               -> stress.mutex.nocache must fail
+# Usage: tests/broken-variants.sh [RUNS]   (default 3 runs per variant)
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+runs=${1:-3}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+status=0
+
+try() {   # name, build dir, test binary + args
+	local name=$1 dir=$2; shift 2
+	local caught=0
+	for i in $(seq "$runs"); do
+		if GOSTACK_TEST_YIELD=8 timeout 300 "$dir/tests/$@" >"$work/out" 2>&1; then
+			echo "$name run $i: PASSED (not caught): $(tail -1 "$work/out")"
+		else
+			rc=$?
+			caught=$((caught + 1))
+			echo "$name run $i: caught (exit $rc): $(grep -m1 -E 'CHECK|corrupt [1-9]|FAIL' "$work/out" || echo "killed by signal $((rc - 128))")"
+		fi
+	done
+	echo "$name: caught in $caught of $runs runs"
+	[ "$caught" -eq "$runs" ] || status=1
+}
+
+cmake -S "$root" -B "$work/nograce" -DGOSTACK_TEST_NO_GRACE=ON -DGOSTACK_BUILD_HARNESS=OFF >/dev/null &&
+	cmake --build "$work/nograce" -j2 --target test_lockfree >/dev/null || exit 2
+try no-grace "$work/nograce" test_lockfree --backend lockfree --scale 1 reclaim_torture
+
+cmake -S "$root" -B "$work/unsafepop" -DGOSTACK_TEST_UNSAFE_POP=ON -DGOSTACK_BUILD_HARNESS=OFF >/dev/null &&
+	cmake --build "$work/unsafepop" -j2 --target test_lockfree >/dev/null || exit 2
+try unsafe-pop "$work/unsafepop" test_lockfree --backend lockfree --scale 1 aba
+
+mkdir -p "$work/src"
+cp -r "$root/CMakeLists.txt" "$root/cmake" "$root/core" "$root/include" "$root/lockfree" "$root/tests" "$work/src/"
+sed -i 's/pthread_mutex_lock(&mp->stackpool\[order\].mu);/\/* lock removed *\//; s/pthread_mutex_unlock(&mp->stackpool\[order\].mu);/\/* unlock removed *\//' \
+	"$work/src/core/stackpool.c"
+grep -q "lock removed" "$work/src/core/stackpool.c" || { echo "no-lock: patch did not apply"; exit 2; }
+cmake -S "$work/src" -B "$work/nolock" -DGOSTACK_BUILD_HARNESS=OFF >/dev/null &&
+	cmake --build "$work/nolock" -j2 --target test_stress >/dev/null || exit 2
+try no-lock "$work/nolock" test_stress --backend mutex --nocache --threads 16 --scale 1 exchange
+exit $status

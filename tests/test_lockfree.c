@@ -1,0 +1,133 @@
+/*
+ * Tests aimed at the lock-free pools' two hazards, built against the
+ * test-hooks variant of the library (GOSTACK_TEST_HOOKS: a sched_yield()
+ * injected between a batch pop's snapshot and its CAS, one time in
+ * GOSTACK_TEST_YIELD):
+ *
+ *   reclaim_torture  threads refill and flush (batch pops and chain pushes)
+ *                    at full speed while another thread keeps sweeping and
+ *                    retiring spans, whose memory becomes PROT_NONE after
+ *                    the grace period. Built with GOSTACK_TEST_NO_GRACE the
+ *                    retire skips the grace period and this test must crash.
+ *   aba              the same traffic with no reclamation, every stack
+ *                    stamped: built with GOSTACK_TEST_UNSAFE_POP (a
+ *                    single-width CAS, ABA-prone) it must see a stack owned
+ *                    twice or crash.
+ * Both must pass on the real code.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test.h"
+
+static gostack_allocator_t *A;
+static _Atomic int stop;
+static _Atomic long corrupt, ops, sweeps;
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void *
+churner(void *arg)
+{
+	uint64_t rng = (uintptr_t)arg * 0x9e3779b97f4a7c15ull;
+	gostack_t s[24];
+
+	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+		int order = (int)(test_rand(&rng) % 4);
+		int n = 1 + (int)(test_rand(&rng) % 24);   /* > one refill: several batch pops */
+
+		for (int i = 0; i < n; i++) {
+			s[i] = gostack_allocator_alloc(A, (size_t)2048 << order);
+			if (s[i].lo == 0) {
+				atomic_fetch_add(&corrupt, 1);
+				n = i;
+				break;
+			}
+			stamp_set(s[i], ((uint64_t)(uintptr_t)arg << 48) ^ (uint64_t)i ^ s[i].lo);
+		}
+		if (test_rand(&rng) % 4 == 0)
+			sched_yield();
+		for (int i = 0; i < n; i++) {
+			if (!stamp_ok(s[i], ((uint64_t)(uintptr_t)arg << 48) ^ (uint64_t)i ^ s[i].lo))
+				atomic_fetch_add(&corrupt, 1);
+			gostack_allocator_free(A, s[i]);
+		}
+		gostack_thread_flush();                    /* chain pushes back to the pool */
+		atomic_fetch_add_explicit(&ops, n, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+static void *
+retirer(void *arg)
+{
+	(void)arg;
+	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+		gostack_allocator_reclaim(A);
+		atomic_fetch_add_explicit(&sweeps, 1, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+static void
+run(bool with_retirer, double seconds)
+{
+	int nw = test_sanitized() ? 6 : 12;
+	pthread_t w[32], r;
+	gostack_config_t cfg = test_cfg;
+	gostack_stats_t st;
+
+	cfg.no_cache = false;   /* refill and flush: batch pops and chain pushes */
+	A = gostack_allocator_new(&cfg);
+	REQUIRE(A != NULL);
+	atomic_store(&stop, 0);
+	atomic_store(&corrupt, 0);
+	atomic_store(&ops, 0);
+	atomic_store(&sweeps, 0);
+	for (int i = 0; i < nw; i++)
+		pthread_create(&w[i], NULL, churner, (void *)(uintptr_t)(i + 1));
+	if (with_retirer)
+		pthread_create(&r, NULL, retirer, NULL);
+	double t0 = now();
+
+	while (now() - t0 < seconds)
+		usleep(20000);
+	atomic_store(&stop, 1);
+	for (int i = 0; i < nw; i++)
+		pthread_join(w[i], NULL);
+	if (with_retirer)
+		pthread_join(r, NULL);
+	gostack_allocator_stats(A, &st);
+	printf("     %d threads, %.1f s: %ld stacks, %ld sweeps, %ld corrupt\n", nw, seconds,
+	    atomic_load(&ops), atomic_load(&sweeps), atomic_load(&corrupt));
+	CHECK_EQ(atomic_load(&corrupt), 0);
+	CHECK_EQ(st.inuse_bytes, 0);
+	CHECK_EQ(st.allocs, st.frees);
+	test_check_balance(A, "lockfree");
+	gostack_allocator_reclaim(A);
+	gostack_allocator_stats(A, &st);
+	CHECK_EQ(st.mapped_bytes, 0);
+	CHECK_EQ(gostack_allocator_delete(A), 0);
+}
+
+TEST(reclaim_torture)
+{
+	run(true, 2.0 * test_scale);
+}
+
+TEST(aba)
+{
+	run(false, 2.0 * test_scale);
+}
+
+TEST_MAIN(T(reclaim_torture), T(aba))
