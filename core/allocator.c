@@ -190,7 +190,7 @@ gostack_allocator_stats(gostack_allocator_t *a, gostack_stats_t *out)
 	}
 	out->inuse_bytes = inuse_of(&sum);
 	out->cached_bytes = cached;
-	out->pooled_bytes = a->ops->pooled_bytes(a->pools);
+	out->pooled_bytes = a->ops->pooled_bytes(a->pools, &sum);
 	out->mapped_bytes = atomic_load_explicit(&a->mapped, memory_order_relaxed);
 }
 
@@ -203,6 +203,7 @@ gostack_allocator_reclaim(gostack_allocator_t *a)
 		return 0;
 	bytes = a->ops->reclaim(a->pools);
 	gostack__heap_release_empty();
+	gostack__heap_scavenge();
 	return bytes;
 }
 

@@ -70,7 +70,8 @@ GOSTACK__HIDDEN void gostack__meta_fork_child(void);
 
 /* How a span's memory goes back when it is freed to the heap. */
 enum gostack__release {
-	GOSTACK__RELEASE_DECOMMIT,   /* madvise(MADV_DONTNEED): stays mapped, reads zero */
+	GOSTACK__RELEASE_DECOMMIT,   /* back to the heap dirty; madvise(MADV_DONTNEED) by the
+	                                heap's scavenger (past GOSTACK__HEAP_RETAIN, or reclaim) */
 	GOSTACK__RELEASE_UNMAP       /* PROT_NONE hole, mapped back on reuse: only after
 	                                no thread can still read it (lockfree/: after a grace period) */
 };
@@ -88,6 +89,11 @@ GOSTACK__HIDDEN void gostack__span_free(gostack_allocator_t *a, struct gostack__
  * addr, or NULL when addr is not in an arena. Reads only the arena table and
  * the arena's out-of-line span array, never the stack. Callers check state. */
 GOSTACK__HIDDEN struct gostack__span *gostack__span_of(uintptr_t addr);
+/* Freed span memory the heap keeps committed, process-wide, before it
+ * scavenges (Go's heap keeps freed pages until its scavenger runs). */
+#define GOSTACK__HEAP_RETAIN ((size_t)16 << 20)
+/* Every dirty free block back to the OS (madvise); returns the bytes. */
+GOSTACK__HIDDEN size_t gostack__heap_scavenge(void);
 /* Unmap arenas that hold no span; returns bytes unmapped. */
 GOSTACK__HIDDEN size_t gostack__heap_release_empty(void);
 GOSTACK__HIDDEN void gostack__heap_fork_prepare(void);
@@ -105,6 +111,10 @@ struct gostack__tstat {
 	_Atomic uint64_t frees[GOSTACK_NUM_ORDERS];
 	_Atomic uint64_t large_allocs, large_frees;
 	_Atomic uint64_t large_alloc_bytes, large_free_bytes;
+	/* small stacks moved from / to the global pools (refill, release,
+	 * clear, stackNoCache): lets a backend know its free stacks without a
+	 * shared counter on its hot path */
+	_Atomic uint64_t pool_out[GOSTACK_NUM_ORDERS], pool_in[GOSTACK_NUM_ORDERS];
 };
 
 /* Go's stackfreelist: a LIFO of free stacks linked through their first word. */

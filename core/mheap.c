@@ -1,5 +1,6 @@
 /*
- * mheap.c: Go's page heap for stacks (allocManual / freeManual / spanOf).
+ * mheap.c: Go's page heap for stacks (allocManual / freeManual / spanOf)
+ * and its scavenger.
  *
  * Memory comes from the OS in a few large reservations, "arenas": a power of
  * two of at least 64 MiB, 64 MiB-aligned, readable and writable, committed
@@ -19,10 +20,19 @@
  * span. Two dependent loads, no lock, never a read of memory gostack does
  * not own.
  *
- * Memory goes back to the OS when a span is freed (madvise MADV_DONTNEED; or,
- * for GOSTACK__RELEASE_UNMAP, replaced by an inaccessible PROT_NONE mapping,
- * a "hole" that stays reserved and is mapped back when the block is reused,
- * so a stale access faults instead of reading reused memory), and whole arenas are unmapped by gostack__heap_release_empty()
+ * Giving memory back (Go: freeManual returns pages to the heap at once, the
+ * scavenger returns them to the OS later). A span freed with
+ * GOSTACK__RELEASE_DECOMMIT goes back to the heap at once, its pages still
+ * committed ("dirty"); the heap keeps at most GOSTACK__HEAP_RETAIN bytes of
+ * dirty free blocks process-wide and scavenges them all (madvise
+ * MADV_DONTNEED) when a free passes that, and on every reclaim. So a span
+ * that empties and refills in a loop costs no syscall and no page fault (on
+ * a virtual machine a DONTNEED's TLB flush can cost 100 us), and the memory
+ * is back when reclaim returns. A span freed with GOSTACK__RELEASE_UNMAP
+ * (lock-free pools, after a grace period) is replaced at once by an
+ * inaccessible PROT_NONE mapping, a "hole" that stays reserved and is mapped
+ * back when the block is reused, so a stale access faults instead of reading
+ * reused memory. Whole arenas are unmapped by gostack__heap_release_empty()
  * (from reclaim) once they hold no span.
  *
  * Locking: one heap lock (Go's mheap.lock), taken after any pool lock.
@@ -36,6 +46,7 @@
 static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct gostack__arena *arenas;   /* heap lock */
 static size_t reserved;                 /* heap lock: bytes in arenas */
+static size_t dirty_bytes;              /* heap lock: bytes of free blocks flagged DIRTY */
 _Atomic(struct gostack__span *) *_Atomic gostack__arena_table;
 
 struct gostack__span *
@@ -58,12 +69,14 @@ unit_of(struct gostack__arena *ar, struct gostack__span *s)
 }
 
 static void
-free_insert(struct gostack__arena *ar, size_t u, unsigned h, uint8_t hole)
+free_insert(struct gostack__arena *ar, size_t u, unsigned h, uint8_t flags)
 {
 	struct gostack__span *s = &ar->spans[u];
 
 	s->horder = (uint8_t)h;
-	s->hole = hole;
+	s->hflags = flags;
+	if (flags & GOSTACK__BLOCK_DIRTY)
+		dirty_bytes += (size_t)1 << (h + GOSTACK__SPAN_SHIFT);
 	s->hprev = NULL;
 	s->hnext = ar->free[h];
 	if (s->hnext != NULL)
@@ -83,12 +96,15 @@ free_remove(struct gostack__arena *ar, struct gostack__span *s)
 	if (s->hnext != NULL)
 		s->hnext->hprev = s->hprev;
 	s->hnext = s->hprev = NULL;
+	if (s->hflags & GOSTACK__BLOCK_DIRTY)
+		dirty_bytes -= (size_t)1 << (s->horder + GOSTACK__SPAN_SHIFT);
 	atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
 }
 
-/* Free block (u, h): coalesce with free buddies, then list it. */
+/* Free block (u, h): coalesce with free buddies, then list it. A merged
+ * block carries both halves' flags (it may hold a hole, or dirty pages). */
 static void
-free_block(struct gostack__arena *ar, size_t u, unsigned h, uint8_t hole)
+free_block(struct gostack__arena *ar, size_t u, unsigned h, uint8_t flags)
 {
 	ar->free_units += (size_t)1 << h;
 	while (h < ar->max_horder) {
@@ -99,18 +115,19 @@ free_block(struct gostack__arena *ar, size_t u, unsigned h, uint8_t hole)
 		    bs->horder != h)
 			break;
 		free_remove(ar, bs);
-		hole |= bs->hole;
+		flags |= bs->hflags;
 		u &= ~((size_t)1 << h);
 		atomic_store_explicit(&ar->spans[u ^ ((size_t)1 << h)].state, GOSTACK__SPAN_NONE,
 		    memory_order_relaxed);
 		h++;
 	}
-	free_insert(ar, u, h, hole);
+	free_insert(ar, u, h, flags);
 }
 
-/* A block of 2^h units, split from the smallest free block that fits; or SIZE_MAX. */
+/* A block of 2^h units, split from the smallest free block that fits; or
+ * SIZE_MAX. *flags: the block's HOLE/DIRTY flags. */
 static size_t
-alloc_block(struct gostack__arena *ar, unsigned h, uint8_t *hole)
+alloc_block(struct gostack__arena *ar, unsigned h, uint8_t *flags)
 {
 	unsigned j = h;
 
@@ -120,16 +137,47 @@ alloc_block(struct gostack__arena *ar, unsigned h, uint8_t *hole)
 		return SIZE_MAX;
 	struct gostack__span *s = ar->free[j];
 	size_t u = unit_of(ar, s);
-	uint8_t hl = s->hole;
+	uint8_t fl = s->hflags;
 
 	free_remove(ar, s);
 	while (j > h) {
 		j--;
-		free_insert(ar, u + ((size_t)1 << j), j, hl);
+		free_insert(ar, u + ((size_t)1 << j), j, fl);
 	}
 	ar->free_units -= (size_t)1 << h;
-	*hole = hl;
+	*flags = fl;
 	return u;
+}
+
+/* Go's scavenger, all at once: every dirty free block back to the OS. The
+ * blocks are free and the heap lock is held, so nobody can be using them. */
+static void
+scavenge_locked(void)
+{
+	for (struct gostack__arena *ar = arenas; ar != NULL && dirty_bytes != 0; ar = ar->next) {
+		for (unsigned h = 0; h <= ar->max_horder; h++) {
+			for (struct gostack__span *s = ar->free[h]; s != NULL; s = s->hnext) {
+				if (!(s->hflags & GOSTACK__BLOCK_DIRTY))
+					continue;
+				gostack__os_decommit((void *)(ar->base + (unit_of(ar, s) << GOSTACK__SPAN_SHIFT)),
+				    (size_t)1 << (h + GOSTACK__SPAN_SHIFT));
+				s->hflags &= (uint8_t)~GOSTACK__BLOCK_DIRTY;
+				dirty_bytes -= (size_t)1 << (h + GOSTACK__SPAN_SHIFT);
+			}
+		}
+	}
+}
+
+size_t
+gostack__heap_scavenge(void)
+{
+	size_t n;
+
+	pthread_mutex_lock(&heap_lock);
+	n = dirty_bytes;
+	scavenge_locked();
+	pthread_mutex_unlock(&heap_lock);
+	return n;
 }
 
 static struct gostack__arena *
@@ -184,16 +232,16 @@ gostack__span_alloc(gostack_allocator_t *a, size_t bytes, uint8_t state, size_t 
 	unsigned h = gostack__stacklog2(bytes) - GOSTACK__SPAN_SHIFT;
 	struct gostack__arena *ar;
 	size_t u = SIZE_MAX;
-	uint8_t hole = 0;
+	uint8_t flags = 0;
 
 	pthread_mutex_lock(&heap_lock);
 	for (ar = arenas; ar != NULL; ar = ar->next) {
-		if (ar->max_horder > h && (u = alloc_block(ar, h, &hole)) != SIZE_MAX)
+		if (ar->max_horder > h && (u = alloc_block(ar, h, &flags)) != SIZE_MAX)
 			break;
 	}
 	if (ar == NULL) {
 		ar = arena_new(bytes);
-		if (ar == NULL || (u = alloc_block(ar, h, &hole)) == SIZE_MAX) {
+		if (ar == NULL || (u = alloc_block(ar, h, &flags)) == SIZE_MAX) {
 			pthread_mutex_unlock(&heap_lock);
 			errno = ENOMEM;
 			return NULL;
@@ -202,7 +250,7 @@ gostack__span_alloc(gostack_allocator_t *a, size_t bytes, uint8_t state, size_t 
 	struct gostack__span *s = &ar->spans[u];
 
 	s->horder = (uint8_t)h;
-	s->hole = 0;
+	s->hflags = 0;
 	s->order = 0;
 	s->base = ar->base + (u << GOSTACK__SPAN_SHIFT);
 	s->npages = bytes >> GOSTACK__PAGE_SHIFT;
@@ -217,9 +265,9 @@ gostack__span_alloc(gostack_allocator_t *a, size_t bytes, uint8_t state, size_t 
 	atomic_store_explicit(&s->state, state, memory_order_release);
 	pthread_mutex_unlock(&heap_lock);
 
-	if (hole && !gostack__os_refill((void *)s->base, bytes)) {
+	if ((flags & GOSTACK__BLOCK_HOLE) && !gostack__os_refill((void *)s->base, bytes)) {
 		pthread_mutex_lock(&heap_lock);
-		free_block(ar, u, h, 1);
+		free_block(ar, u, h, flags);
 		pthread_mutex_unlock(&heap_lock);
 		errno = ENOMEM;
 		return NULL;
@@ -233,18 +281,18 @@ gostack__span_free(gostack_allocator_t *a, struct gostack__span *s, enum gostack
 {
 	size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
 	struct gostack__arena *ar = arena_of_span(s);
-	uint8_t hole = 0;
+	uint8_t flags = GOSTACK__BLOCK_DIRTY;
 
 	if (a != NULL)
 		atomic_fetch_sub_explicit(&a->mapped, bytes, memory_order_relaxed);
-	/* The span is still ours: return its memory outside the heap lock. */
-	if (how == GOSTACK__RELEASE_UNMAP)
-		hole = gostack__os_punch((void *)s->base, bytes);
-	if (!hole)
-		gostack__os_decommit((void *)s->base, bytes);
+	/* The span is still ours: punch the hole outside the heap lock. */
+	if (how == GOSTACK__RELEASE_UNMAP && gostack__os_punch((void *)s->base, bytes))
+		flags = GOSTACK__BLOCK_HOLE;
 	pthread_mutex_lock(&heap_lock);
 	atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
-	free_block(ar, unit_of(ar, s), s->horder, hole);
+	free_block(ar, unit_of(ar, s), s->horder, flags);
+	if (dirty_bytes > GOSTACK__HEAP_RETAIN)
+		scavenge_locked();
 	pthread_mutex_unlock(&heap_lock);
 }
 
@@ -264,6 +312,10 @@ gostack__heap_release_empty(void)
 			continue;
 		}
 		*pp = ar->next;
+		for (unsigned h = 0; h <= ar->max_horder; h++)
+			for (struct gostack__span *f = ar->free[h]; f != NULL; f = f->hnext)
+				if (f->hflags & GOSTACK__BLOCK_DIRTY)
+					dirty_bytes -= (size_t)1 << (h + GOSTACK__SPAN_SHIFT);
 		for (size_t i = 0; i < ar->size >> GOSTACK__ARENA_GRAN_SHIFT; i++)
 			atomic_store_explicit(&t[(ar->base >> GOSTACK__ARENA_GRAN_SHIFT) + i], NULL,
 			    memory_order_release);

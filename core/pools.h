@@ -31,8 +31,9 @@ struct gostack__pools_ops {
 	struct gostack__span *(*large_get)(void *p, unsigned log2npages);
 	/* stackLarge: keep the freed large span or give it back to the OS. */
 	void (*large_put)(void *p, struct gostack__span *s);
-	/* Bytes of free stacks in the pools (small and large). */
-	size_t (*pooled_bytes)(void *p);
+	/* Bytes of free stacks in the pools (small and large); sum: the
+	 * allocator's counters, with every pool transfer core made. */
+	size_t (*pooled_bytes)(void *p, const struct gostack__tstat *sum);
 	/* Fully free spans and all of stackLarge back to the OS; bytes released.
 	 * When it returns, the memory is back (pending deferred releases done). */
 	size_t (*reclaim)(void *p);

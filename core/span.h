@@ -15,6 +15,10 @@
 
 struct gostack_allocator;
 
+/* Flags of a free heap block (may be only partly true of a merged block). */
+#define GOSTACK__BLOCK_HOLE  1u    /* may contain PROT_NONE holes: map back before use */
+#define GOSTACK__BLOCK_DIRTY 2u    /* may hold committed pages: the scavenger's work */
+
 /* Go's gclink: lives in the first word (at lo) of a FREE stack. */
 struct gostack__gclink {
 	struct gostack__gclink *next;
@@ -44,14 +48,14 @@ enum gostack__span_state {
  *    caches (Go's meaning). Under the mutex backend it is on
  *    stackpool[order].span iff manualFreeList != NULL (Go's invariant).
  *  - A LARGE span: elemsize = 2^order bytes = the stack size, base = lo.
- *  - Heap fields (hnext, hprev, horder, hole) belong to the heap lock.
+ *  - Heap fields (hnext, hprev, horder, hflags) belong to the heap lock.
  */
 struct gostack__span {
 	/* heap (mheap.c), heap lock */
 	struct gostack__span *hnext, *hprev;   /* free-block list of its buddy order */
 	_Atomic uint8_t state;
 	uint8_t horder;            /* log2(bytes) - 15 */
-	uint8_t hole;              /* free block may contain unmapped ranges */
+	uint8_t hflags;            /* free block: GOSTACK__BLOCK_HOLE | GOSTACK__BLOCK_DIRTY */
 	uint8_t order;             /* pool spans: stack order */
 	uint32_t allocCount;       /* Go's allocCount (mutex backend: pool lock) */
 	uintptr_t base;

@@ -58,10 +58,13 @@ stackalloc_nocache(gostack_allocator_t *a, struct gostack__tcache *t, int order,
 
 	if (a->ops->pool_get(a->pools, order, 1, &x) == 0)
 		return fail(ENOMEM);
-	if (t != NULL)
+	if (t != NULL) {
 		gostack__count(&t->st.allocs[order], 1);
-	else
+		gostack__count(&t->st.pool_out[order], 1);
+	} else {
 		gostack__count_shared(&a->orphan.allocs[order], 1);
+		gostack__count_shared(&a->orphan.pool_out[order], 1);
+	}
 	return (gostack_t){ (uintptr_t)x, (uintptr_t)x + n };
 }
 
@@ -194,10 +197,13 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 
 	t = tcache_of(a);
 	if (t == NULL || a->no_cache) {
-		if (t != NULL)
+		if (t != NULL) {
 			gostack__count(&t->st.frees[order], 1);
-		else
+			gostack__count(&t->st.pool_in[order], 1);
+		} else {
 			gostack__count_shared(&a->orphan.frees[order], 1);
+			gostack__count_shared(&a->orphan.pool_in[order], 1);
+		}
 		x->next = NULL;
 		a->ops->pool_put(a->pools, order, x, 1);
 		return;

@@ -23,6 +23,8 @@ gostack__tstat_add(struct gostack__tstat *dst, const struct gostack__tstat *src)
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
 		gostack__count_shared(&dst->allocs[o], atomic_load_explicit(&src->allocs[o], memory_order_relaxed));
 		gostack__count_shared(&dst->frees[o], atomic_load_explicit(&src->frees[o], memory_order_relaxed));
+		gostack__count_shared(&dst->pool_out[o], atomic_load_explicit(&src->pool_out[o], memory_order_relaxed));
+		gostack__count_shared(&dst->pool_in[o], atomic_load_explicit(&src->pool_in[o], memory_order_relaxed));
 	}
 	gostack__count_shared(&dst->large_allocs, atomic_load_explicit(&src->large_allocs, memory_order_relaxed));
 	gostack__count_shared(&dst->large_frees, atomic_load_explicit(&src->large_frees, memory_order_relaxed));
@@ -43,6 +45,7 @@ gostack__stackcacherefill(struct gostack__tcache *t, int order)
 
 	if (got == 0)
 		return false;
+	gostack__count(&t->st.pool_out[order], got);
 	t->stackcache[order].list = list;
 	atomic_store_explicit(&t->stackcache[order].size, got * size, memory_order_relaxed);
 	return true;
@@ -70,6 +73,7 @@ gostack__stackcacherelease(struct gostack__tcache *t, int order)
 	last->next = NULL;
 	c->list = x;
 	atomic_store_explicit(&c->size, have, memory_order_relaxed);
+	gostack__count(&t->st.pool_in[order], n);
 	a->ops->pool_put(a->pools, order, head, n);
 }
 
@@ -91,8 +95,10 @@ gostack__stackcache_clear(struct gostack__tcache *t)
 		atomic_store_explicit(&c->size, 0, memory_order_relaxed);
 		for (struct gostack__gclink *x = list; x != NULL; x = x->next)
 			n++;
-		if (n != 0)
+		if (n != 0) {
+			gostack__count(&t->st.pool_in[o], n);
 			a->ops->pool_put(a->pools, o, list, n);
+		}
 	}
 }
 

@@ -60,14 +60,14 @@ gostack__lf_span_of_entry(ck_stack_entry_t *e)
 }
 
 /*
- * One lock-free stack with its byte counter. The head is 16-byte aligned
- * (cmpxchg16b faults otherwise) and alone on its own 128-byte pair of lines
- * with the counter that every push and pop updates right after its CAS, so
- * the counter costs no extra line transfer.
+ * One lock-free stack. The head is 16-byte aligned (cmpxchg16b faults
+ * otherwise) and alone on its own 128-byte pair of lines. stackLarge's lists
+ * also count their bytes here (large frees are rare); the small-stack pools
+ * keep no shared counter on their hot path (see carved below).
  */
 struct gostack__lf_list {
 	ck_stack_t stack;
-	_Atomic size_t bytes;     /* bytes of free stacks on `stack` (or drained by a sweep) */
+	_Atomic size_t bytes;     /* stackLarge only: bytes of spans on `stack` */
 } __attribute__((aligned(GOSTACK__PAD)));
 
 /* ---- lfstack.c: every ck_stack call -------------------------------------- */
@@ -96,16 +96,24 @@ GOSTACK__HIDDEN void gostack__rcu_fork_child(void);
 
 /* ---- the pools ------------------------------------------------------------ */
 
-/* An order's free bytes past which a free triggers a sweep (and 2x the level
- * the last sweep left, so sweeps stay rare). */
+/* An order's pool spans past which carving a new span first sweeps (and 2x
+ * what the last sweep left, so sweeps stay rare). */
 #define GOSTACK__LF_SWEEP_MIN ((size_t)8 << 20)
 
+/*
+ * Invariant (whenever no operation runs): for each order o,
+ *   free stacks of o in the pool = carved[o] - (pool_out[o] - pool_in[o]) * size(o)
+ * where pool_out/pool_in are core's per-thread transfer counters
+ * (struct gostack__tstat): the bytes of pool spans alive minus the stacks
+ * of them that are handed out or cached.
+ */
 struct gostack__lf_pools {
 	struct gostack__lf_list stackpool[GOSTACK_NUM_ORDERS];
 	struct gostack__lf_list stackLarge[GOSTACK__LARGE_LISTS];
 	_Alignas(GOSTACK__PAD) _Atomic size_t large_bytes;   /* sum of stackLarge[].bytes, <= GOSTACK__LARGE_KEEP */
+	_Atomic size_t carved[GOSTACK_NUM_ORDERS];           /* bytes of live pool spans per order */
+	_Atomic size_t carved_mark[GOSTACK_NUM_ORDERS];      /* carved[] after the last sweep */
 	_Alignas(GOSTACK__PAD) pthread_mutex_t sweep_lock[GOSTACK_NUM_ORDERS];
-	_Atomic size_t sweep_mark[GOSTACK_NUM_ORDERS];       /* free bytes a sweep left */
 	gostack_allocator_t *a;
 };
 

@@ -31,19 +31,22 @@
  * or in any cache, so retiring it loses nothing.
  * Sweeps run from gostack_allocator_reclaim (all orders, then one
  * synchronize_rcu for the whole batch, so the memory is back when reclaim
- * returns) and automatically from a free that takes an order's free bytes
- * past max(GOSTACK__LF_SWEEP_MIN, 2x what the last sweep left), releasing
- * through call_rcu. A concurrent refill that finds the stack drained carves
+ * returns) and automatically before a refill carves a new span once the
+ * order's spans exceed max(GOSTACK__LF_SWEEP_MIN, 2x what the last sweep
+ * left), releasing through call_rcu. A concurrent refill that finds the stack drained carves
  * a new span: correct, merely one span more until the next sweep.
  *
  * Never touched after unmap: a retired span is off the stack (drained and
  * not pushed back) before its grace period starts; rcu.c waits for every
  * read section that could have loaded one of its stacks.
  *
- * Stats: stackpool[o].bytes counts free stacks on (or drained from) the
- * order's stack; each push and pop adjusts it right after its CAS, on the
- * same cache line. A retired span leaves pooled and mapped at once; its
- * unmap follows within a grace period.
+ * Stats: no shared counter is touched per push or pop (it would double the
+ * contended atomic operations). carved[o] counts the bytes of the order's
+ * live pool spans (updated when a span is carved or retired) and core counts
+ * every stack it takes from or gives to a pool in per-thread counters, so
+ * pooled = carved - (taken - given) * size (struct gostack__lf_pools). A
+ * retired span leaves pooled and mapped at once; its unmap follows within a
+ * grace period.
  */
 #include "lockfree.h"
 
@@ -135,9 +138,9 @@ sweep(struct gostack__lf_pools *lp, int order, bool batch, struct gostack__span 
 	}
 	if (keep != NULL)
 		gostack__lf_push_chain(&l->stack, (ck_stack_entry_t *)keep, (ck_stack_entry_t *)keep_last);
-	size_t left = atomic_fetch_sub_explicit(&l->bytes, retired, memory_order_relaxed) - retired;
+	size_t left = atomic_fetch_sub_explicit(&lp->carved[order], retired, memory_order_relaxed) - retired;
 
-	atomic_store_explicit(&lp->sweep_mark[order], left, memory_order_relaxed);
+	atomic_store_explicit(&lp->carved_mark[order], left, memory_order_relaxed);
 	return retired;
 }
 
@@ -162,11 +165,35 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 	gostack__rcu_read_lock();
 	head = (struct gostack__gclink *)gostack__lf_pop(&l->stack, n, &got);
 	gostack__rcu_read_unlock();
-	if (got != 0)
-		atomic_fetch_sub_explicit(&l->bytes, got * size, memory_order_relaxed);
 	if (got == n) {
 		*list = head;
 		return got;
+	}
+	size_t carved = atomic_load_explicit(&lp->carved[order], memory_order_relaxed);
+
+	if (carved >= GOSTACK__LF_SWEEP_MIN &&
+	    carved >= 2 * atomic_load_explicit(&lp->carved_mark[order], memory_order_relaxed)) {
+		/* The pool has doubled since the last sweep: give fully free
+		 * spans back before carving another, then look again. */
+		maybe_sweep(lp, order);
+		size_t more;
+		struct gostack__gclink *m;
+
+		gostack__rcu_read_lock();
+		m = (struct gostack__gclink *)gostack__lf_pop(&l->stack, n - got, &more);
+		gostack__rcu_read_unlock();
+		if (more != 0) {
+			struct gostack__gclink *last;
+
+			chain_last(m, &last);
+			last->next = head;
+			head = m;
+			got += more;
+		}
+		if (got == n) {
+			*list = head;
+			return got;
+		}
 	}
 	/* Carve a new span (Go's stackpoolalloc with an empty list). */
 	struct gostack__span *s = gostack__span_alloc(lp->a, GOSTACK__SPAN_SIZE, GOSTACK__SPAN_POOL, size);
@@ -176,6 +203,7 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 		return got;   /* partial, or 0 with errno ENOMEM */
 	}
 	s->order = (uint8_t)order;
+	atomic_fetch_add_explicit(&lp->carved[order], GOSTACK__SPAN_SIZE, memory_order_relaxed);
 	struct gostack__gclink *rest = NULL, *rest_last = NULL;
 	size_t nrest = 0;
 
@@ -198,10 +226,8 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 			nrest++;
 		}
 	}
-	if (rest != NULL) {
+	if (rest != NULL)
 		gostack__lf_push_chain(&l->stack, (ck_stack_entry_t *)rest, (ck_stack_entry_t *)rest_last);
-		atomic_fetch_add_explicit(&l->bytes, nrest * size, memory_order_relaxed);
-	}
 	*list = head;
 	return got;
 }
@@ -212,17 +238,12 @@ lf_pool_put(void *p, int order, struct gostack__gclink *list, size_t n)
 	struct gostack__lf_pools *lp = p;
 	struct gostack__lf_list *l = &lp->stackpool[order];
 	struct gostack__gclink *last;
-	size_t bytes;
 
+	(void)n;
 	if (list == NULL)
 		return;
-	n = chain_last(list, &last);
+	chain_last(list, &last);
 	gostack__lf_push_chain(&l->stack, (ck_stack_entry_t *)list, (ck_stack_entry_t *)last);
-	bytes = atomic_fetch_add_explicit(&l->bytes, n * gostack__order_size(order), memory_order_relaxed) +
-	    n * gostack__order_size(order);
-	if (gostack__unlikely(bytes > GOSTACK__LF_SWEEP_MIN &&
-	    bytes > 2 * atomic_load_explicit(&lp->sweep_mark[order], memory_order_relaxed)))
-		maybe_sweep(lp, order);
 }
 
 static void *
@@ -248,13 +269,18 @@ lf_create(gostack_allocator_t *a)
 }
 
 static size_t
-lf_pooled_bytes(void *p)
+lf_pooled_bytes(void *p, const struct gostack__tstat *sum)
 {
 	struct gostack__lf_pools *lp = p;
 	size_t n = atomic_load_explicit(&lp->large_bytes, memory_order_relaxed);
 
-	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
-		n += atomic_load_explicit(&lp->stackpool[o].bytes, memory_order_relaxed);
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+		uint64_t out = atomic_load_explicit(&sum->pool_out[o], memory_order_relaxed);
+		uint64_t in = atomic_load_explicit(&sum->pool_in[o], memory_order_relaxed);
+
+		n += atomic_load_explicit(&lp->carved[o], memory_order_relaxed) -
+		    (size_t)(out - in) * gostack__order_size(o);
+	}
 	return n;
 }
 
@@ -283,8 +309,11 @@ lf_destroy(void *p)
 	struct gostack__lf_pools *lp = p;
 
 	lf_reclaim(lp);
-	if (lf_pooled_bytes(lp) != 0)
-		gostack__throw("destroying lock-free pools with %zu bytes pooled", lf_pooled_bytes(lp));
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
+		if (atomic_load_explicit(&lp->carved[o], memory_order_relaxed) != 0)
+			gostack__throw("destroying lock-free pools with live spans of order %d", o);
+	if (atomic_load_explicit(&lp->large_bytes, memory_order_relaxed) != 0)
+		gostack__throw("destroying lock-free pools with stackLarge not empty");
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
 		pthread_mutex_destroy(&lp->sweep_lock[o]);
 	gostack__meta_free(lp, sizeof *lp);
