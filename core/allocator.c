@@ -102,7 +102,7 @@ backend_ops(gostack_backend_t b)
 gostack_allocator_t *
 gostack_allocator_new(const gostack_config_t *cfg)
 {
-	gostack_config_t def = { GOSTACK_BACKEND_DEFAULT, false };
+	gostack_config_t def = { GOSTACK_BACKEND_DEFAULT, false, false };
 	const struct gostack__pools_ops *ops;
 	gostack_allocator_t *a;
 
@@ -114,6 +114,8 @@ gostack_allocator_new(const gostack_config_t *cfg)
 	if ((a = gostack__meta_alloc(sizeof *a)) == NULL)
 		return NULL;
 	a->no_cache = cfg->no_cache;
+	a->debug = cfg->debug || gostack__debug_env();
+	a->fast = !a->no_cache && !a->debug;
 	a->ops = ops;
 	a->backend = ops == &gostack__mutex_pools ? GOSTACK_BACKEND_MUTEX : GOSTACK_BACKEND_LOCKFREE;
 	if ((a->pools = ops->create(a)) == NULL) {
@@ -201,6 +203,14 @@ gostack_allocator_reclaim(gostack_allocator_t *a)
 
 	if (a == NULL)
 		return 0;
+	if (a->debug) {
+		struct gostack__tcache *t = gostack__tls.slot[a->slot];
+
+		if (t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) == a->id)
+			gostack__debug_check_tcache(t);
+		if (a->ops->check != NULL)
+			a->ops->check(a->pools);
+	}
 	bytes = a->ops->reclaim(a->pools);
 	gostack__heap_release_empty();
 	gostack__heap_scavenge();
@@ -245,8 +255,8 @@ gostack_allocator_delete(gostack_allocator_t *a)
 
 /* ---- the default allocator --------------------------------------------- */
 
-static bool
-env_flag(const char *name, bool def)
+bool
+gostack__env_flag(const char *name, bool def)
 {
 	const char *v = getenv(name);
 
@@ -263,10 +273,10 @@ env_flag(const char *name, bool def)
 static void
 default_init(void)
 {
-	gostack_config_t cfg = { GOSTACK_BACKEND_DEFAULT, false };
+	gostack_config_t cfg = { GOSTACK_BACKEND_DEFAULT, false, false };
 	const char *b = getenv("GOSTACK_BACKEND");
 
-	cfg.no_cache = env_flag("GOSTACK_NOCACHE", false);
+	cfg.no_cache = gostack__env_flag("GOSTACK_NOCACHE", false);
 	if (b != NULL && *b != '\0') {
 		if (strcmp(b, "mutex") == 0)
 			cfg.backend = GOSTACK_BACKEND_MUTEX;

@@ -184,6 +184,21 @@ gostack__count(_Atomic uint64_t *c, uint64_t d)
 	    memory_order_relaxed);
 }
 
+/* ---- debug.c ----------------------------------------------------------- */
+
+/* Called on the slow paths of allocators with debug set. */
+GOSTACK__HIDDEN void gostack__debug_alloc(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, size_t n);
+GOSTACK__HIDDEN void gostack__debug_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, size_t n);
+/* A stack taken from a list must be an n-byte stack of a (else a free
+ * stack's link was overwritten): throws otherwise. */
+GOSTACK__HIDDEN void gostack__debug_check_link(gostack_allocator_t *a, uintptr_t lo, size_t n);
+/* Walk a thread's cache of a: every stack free, of a, of the right order. */
+GOSTACK__HIDDEN void gostack__debug_check_tcache(struct gostack__tcache *t);
+/* A boolean environment variable; a bad value warns and gives def. */
+GOSTACK__HIDDEN bool gostack__env_flag(const char *name, bool def);
+/* GOSTACK_DEBUG=1 in the environment (read once). */
+GOSTACK__HIDDEN bool gostack__debug_env(void);
+
 /* ---- allocator.c ------------------------------------------------------- */
 
 struct gostack__pools_ops;
@@ -200,6 +215,8 @@ struct gostack_allocator {
 	uint64_t id;                 /* unique, never reused; 0 is "none" */
 	int slot;                    /* index into gostack__tls.slot */
 	bool no_cache;
+	bool debug;                  /* GOSTACK_DEBUG / config.debug: debug.c's checks */
+	bool fast;                   /* !no_cache && !debug: the inline cached path applies */
 	bool is_default;
 	gostack_backend_t backend;
 	const struct gostack__pools_ops *ops;

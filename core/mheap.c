@@ -259,6 +259,7 @@ gostack__span_alloc(gostack_allocator_t *a, size_t bytes, uint8_t state, size_t 
 	s->list = NULL;
 	s->manualFreeList = NULL;
 	memset(s->backend, 0, sizeof s->backend);
+	atomic_store_explicit(&s->dbg_freed, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->elemsize, elemsize, memory_order_relaxed);
 	atomic_store_explicit(&s->alloc, a, memory_order_relaxed);
 	/* Published last (Go: atomic state publication in allocManual). */

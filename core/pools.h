@@ -47,6 +47,8 @@ struct gostack__pools_ops {
 	 * backend never has to register the thread (urcu-bp) under a lock that
 	 * fork_prepare also takes; may be NULL. */
 	void (*global_thread_prepare)(void);
+	/* Debug mode: check the pools' invariants (may be NULL). */
+	void (*check)(void *p);
 	/* Per-instance locks, taken after the registry lock, before the heap lock. */
 	void (*fork_prepare)(void *p);
 	void (*fork_parent)(void *p);

@@ -62,6 +62,10 @@ struct gostack__span {
 	size_t npages;             /* 8 KiB pages */
 	_Atomic size_t elemsize;
 	_Atomic(struct gostack_allocator *) alloc;
+	/* debug.c: bit i set while stack i of the span (bit 0: the large stack)
+	 * has been freed by the user and not handed out again; 0 when the span
+	 * leaves the heap */
+	_Atomic uint32_t dbg_freed;
 	/* mutex backend (stackpool.c, stacklarge.c), pool locks */
 	struct gostack__span *next, *prev;
 	struct gostack__spanlist *list;

@@ -69,8 +69,8 @@ stackalloc_nocache(gostack_allocator_t *a, struct gostack__tcache *t, int order,
 }
 
 /* Everything but a cache hit: the full Go stackalloc. */
-static __attribute__((noinline)) gostack_t
-stackalloc_slow(gostack_allocator_t *a, size_t size)
+static gostack_t
+stackalloc_any(gostack_allocator_t *a, size_t size)
 {
 	if (gostack__unlikely(a == NULL))
 		return fail(EINVAL);
@@ -95,6 +95,8 @@ stackalloc_slow(gostack_allocator_t *a, size_t size)
 			return fail(ENOMEM);
 		x = c->list;
 	}
+	if (a->debug)
+		gostack__debug_check_link(a, (uintptr_t)x, n);   /* before following it */
 	c->list = x->next;
 	atomic_store_explicit(&c->size, atomic_load_explicit(&c->size, memory_order_relaxed) - n,
 	    memory_order_relaxed);
@@ -102,11 +104,23 @@ stackalloc_slow(gostack_allocator_t *a, size_t size)
 	return (gostack_t){ (uintptr_t)x, (uintptr_t)x + n };
 }
 
+static __attribute__((noinline)) gostack_t
+stackalloc_slow(gostack_allocator_t *a, size_t size)
+{
+	gostack_t r = stackalloc_any(a, size);
+
+	if (r.lo != 0 && a->debug) {
+		gostack__debug_check_link(a, r.lo, r.hi - r.lo);
+		gostack__debug_alloc(a, gostack__span_of_inline(r.lo), r.lo, r.hi - r.lo);
+	}
+	return r;
+}
+
 gostack_t
 gostack_allocator_alloc(gostack_allocator_t *a, size_t size)
 {
 	/* The cached path: a small size, this thread's cache for a, a stack in it. */
-	if (gostack__likely(a != NULL && size - 1 < GOSTACK__SMALL_LIMIT / 2 && !a->no_cache)) {
+	if (gostack__likely(a != NULL && size - 1 < GOSTACK__SMALL_LIMIT / 2 && a->fast)) {
 		size_t n = gostack__round2(size);
 		int order = gostack__order(n);
 		struct gostack__tcache *t = gostack__tls.slot[a->slot];
@@ -158,7 +172,7 @@ check_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	size_t elemsize = atomic_load_explicit(&s->elemsize, memory_order_relaxed);
 
 	if (gostack__unlikely(state != GOSTACK__SPAN_POOL && state != GOSTACK__SPAN_LARGE))
-		bad_free(lo, hi, "not a stack handed out by gostack (free or interior memory)");
+		bad_free(lo, hi, "not a stack handed out by gostack (already freed, or interior memory)");
 	if (gostack__unlikely(owner != a))
 		bad_free(lo, hi, "belongs to another allocator");
 	if (gostack__unlikely(elemsize != n))
@@ -179,6 +193,9 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	size_t n = hi - lo;
 	struct gostack__span *s = check_free(a, lo, hi);
 	struct gostack__tcache *t;
+
+	if (a->debug)
+		gostack__debug_free(a, s, lo, n);   /* double free; poison */
 
 	if (!gostack__is_small(n)) {
 		t = tcache_of(a);
@@ -232,7 +249,7 @@ gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
 	 * every misuse, takes the slow path, which checks and reports it.
 	 */
 	if (gostack__likely(n - GOSTACK_MIN_SIZE < GOSTACK__SMALL_LIMIT / 2 && gostack__is_pow2(n) &&
-	    (lo & (n - 1)) == 0 && a != NULL && !a->no_cache)) {
+	    (lo & (n - 1)) == 0 && a != NULL && a->fast)) {
 		struct gostack__span *s = gostack__span_of_inline(lo);
 
 		if (gostack__likely(s != NULL &&

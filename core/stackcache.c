@@ -202,8 +202,11 @@ gostack_thread_flush(void)
 	for (int i = 0; i < GOSTACK__SLOTS; i++) {
 		struct gostack__tcache *t = tls->slot[i];
 
-		if (t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) != 0)
+		if (t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) != 0) {
+			if (t->alloc->debug)
+				gostack__debug_check_tcache(t);
 			gostack__stackcache_clear(t);
+		}
 	}
 	pthread_mutex_unlock(&gostack__registry_lock);
 }

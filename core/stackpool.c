@@ -203,6 +203,40 @@ mutex_destroy(void *p)
 	gostack__meta_free(mp, sizeof *mp);
 }
 
+/* Debug mode: Go's invariants of every order, under its lock. */
+static void
+mutex_check(void *p)
+{
+	struct gostack__mutex_pools *mp = p;
+
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+		size_t n = gostack__order_size(o), per = GOSTACK__SPAN_SIZE / n, free_bytes = 0;
+
+		pthread_mutex_lock(&mp->stackpool[o].mu);
+		for (struct gostack__span *s = mp->stackpool[o].span.first; s != NULL; s = s->next) {
+			size_t nfree = 0;
+
+			if (atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_POOL ||
+			    s->order != o || s->list != &mp->stackpool[o].span)
+				gostack__throw("stackpool[%d]: span %p is not a pool span of this order", o, (void *)s->base);
+			for (struct gostack__gclink *x = s->manualFreeList; x != NULL; x = x->next) {
+				if ((uintptr_t)x < s->base || (uintptr_t)x >= s->base + GOSTACK__SPAN_SIZE ||
+				    ((uintptr_t)x - s->base) % n != 0 || ++nfree > per)
+					gostack__throw("stackpool[%d]: span %p has a corrupt free list (%p)", o,
+					    (void *)s->base, (void *)x);
+			}
+			if (nfree == 0 || nfree + s->allocCount != per)
+				gostack__throw("stackpool[%d]: span %p: %zu free + allocCount %u != %zu stacks", o,
+				    (void *)s->base, nfree, s->allocCount, per);
+			free_bytes += nfree * n;
+		}
+		if (free_bytes != mp->stackpool[o].free_bytes)
+			gostack__throw("stackpool[%d]: %zu free bytes on the lists, %zu counted", o, free_bytes,
+			    mp->stackpool[o].free_bytes);
+		pthread_mutex_unlock(&mp->stackpool[o].mu);
+	}
+}
+
 static void
 mutex_fork_prepare(void *p)
 {
@@ -243,6 +277,7 @@ const struct gostack__pools_ops gostack__mutex_pools = {
 	.large_put = gostack__stackLarge_put,
 	.pooled_bytes = mutex_pooled_bytes,
 	.reclaim = mutex_reclaim,
+	.check = mutex_check,
 	.fork_prepare = mutex_fork_prepare,
 	.fork_parent = mutex_fork_parent,
 	.fork_child = mutex_fork_child,

@@ -54,6 +54,9 @@ typedef enum gostack_backend {
 typedef struct gostack_config {
 	gostack_backend_t backend;
 	bool no_cache;                 /* Go's stackNoCache: every small alloc and free goes to the global pools */
+	bool debug;                    /* debug checks (also GOSTACK_DEBUG=1 for every allocator): double frees
+	                                  caught at the call, free stacks poisoned and checked on reuse,
+	                                  invariant checks at flush and reclaim */
 	/* later issues append fields */
 } gostack_config_t;
 

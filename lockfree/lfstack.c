@@ -166,8 +166,10 @@ reload:
 #endif
 	}
 	last->next = NULL;
+#ifdef LF_TSAN
 	for (ck_stack_entry_t *e = orig.head; e != NULL; e = e->next)
 		tsan_acquire(e);
+#endif
 	*got = k;
 	return orig.head;
 }
@@ -177,11 +179,13 @@ gostack__lf_push_chain(ck_stack_t *st, ck_stack_entry_t *first, ck_stack_entry_t
 {
 	ck_stack_entry_t *head;
 
+#ifdef LF_TSAN
 	for (ck_stack_entry_t *e = first; ; e = e->next) {
 		tsan_release(e);
 		if (e == last)
 			break;
 	}
+#endif
 	head = ck_pr_load_ptr(&st->head);
 	ck_pr_store_ptr(&last->next, head);
 	ck_pr_fence_store();
@@ -205,7 +209,9 @@ gostack__lf_drain(ck_stack_t *st)
 		upd.head = NULL;
 		upd.generation = orig.generation + 1;
 	} while (!ck_pr_cas_ptr_2_value(st, &orig, &upd, &orig));
+#ifdef LF_TSAN
 	for (ck_stack_entry_t *e = orig.head; e != NULL; e = e->next)
 		tsan_acquire(e);
+#endif
 	return orig.head;
 }

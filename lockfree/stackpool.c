@@ -319,6 +319,49 @@ lf_destroy(void *p)
 	gostack__meta_free(lp, sizeof *lp);
 }
 
+/* Debug mode: every free stack on each order's stack is a stack of a live
+ * pool span of that order, and no span has more free stacks than it holds.
+ * Drained (a generation-bumping DCAS: safe against concurrent pops) under
+ * the sweep lock, checked, pushed back. */
+static void
+lf_check(void *p)
+{
+	struct gostack__lf_pools *lp = p;
+
+	gostack__rcu_thread_prepare();
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+		size_t n = gostack__order_size(o);
+		uint32_t per = (uint32_t)(GOSTACK__SPAN_SIZE / n);
+		struct gostack__gclink *x, *last = NULL;
+		struct gostack__span *touched = NULL;
+
+		pthread_mutex_lock(&lp->sweep_lock[o]);
+		x = (struct gostack__gclink *)gostack__lf_drain(&lp->stackpool[o].stack);
+		for (struct gostack__gclink *y = x; y != NULL; y = y->next) {
+			struct gostack__span *s = gostack__span_of((uintptr_t)y);
+
+			if (s == NULL || atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_POOL ||
+			    s->order != o || atomic_load_explicit(&s->alloc, memory_order_relaxed) != lp->a ||
+			    ((uintptr_t)y - s->base) % n != 0)
+				gostack__throw("lock-free stackpool[%d]: %p is not a stack of a live span of this order",
+				    o, (void *)y);
+			if (gostack__lf(s)->sweep_count++ == 0) {
+				gostack__lf(s)->sweep_next = touched;
+				touched = s;
+			}
+			if (gostack__lf(s)->sweep_count > per)
+				gostack__throw("lock-free stackpool[%d]: span %p has a stack on the pool twice", o,
+				    (void *)s->base);
+			last = y;
+		}
+		for (struct gostack__span *s = touched; s != NULL; s = gostack__lf(s)->sweep_next)
+			gostack__lf(s)->sweep_count = 0;
+		if (x != NULL)
+			gostack__lf_push_chain(&lp->stackpool[o].stack, (ck_stack_entry_t *)x, (ck_stack_entry_t *)last);
+		pthread_mutex_unlock(&lp->sweep_lock[o]);
+	}
+}
+
 static void
 lf_fork_prepare(void *p)
 {
@@ -356,6 +399,7 @@ static const struct gostack__pools_ops lockfree_ops = {
 	.large_put = gostack__lf_large_put,
 	.pooled_bytes = lf_pooled_bytes,
 	.reclaim = lf_reclaim,
+	.check = lf_check,
 	.global_fork_prepare = gostack__rcu_fork_prepare,
 	.global_fork_parent = gostack__rcu_fork_parent,
 	.global_fork_child = gostack__rcu_fork_child,

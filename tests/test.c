@@ -4,7 +4,7 @@
 #include "test.h"
 
 int test_failed_checks;
-gostack_config_t test_cfg = { GOSTACK_BACKEND_DEFAULT, false };
+gostack_config_t test_cfg = { GOSTACK_BACKEND_DEFAULT, false, false };
 int test_threads = 0, test_scale = 0;
 
 bool
@@ -114,6 +114,8 @@ main(int argc, char **argv)
 			    strcmp(b, "lockfree") == 0 ? GOSTACK_BACKEND_LOCKFREE : GOSTACK_BACKEND_DEFAULT;
 		} else if (strcmp(argv[i], "--nocache") == 0) {
 			test_cfg.no_cache = true;
+		} else if (strcmp(argv[i], "--debug") == 0) {
+			test_cfg.debug = true;
 		} else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
 			test_threads = atoi(argv[++i]);
 		} else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc) {

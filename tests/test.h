@@ -5,6 +5,7 @@
  * Options every test binary takes:
  *   --backend mutex|lockfree   which global pools the test allocators use
  *   --nocache                  Go's stackNoCache for the test allocators
+ *   --debug                    debug mode (config.debug) for the test allocators
  *   --threads N, --scale N     stress size (defaults are small under sanitizers)
  *   name...                    run only these tests
  */

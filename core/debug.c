@@ -1,0 +1,135 @@
+/*
+ * debug.c: GOSTACK_DEBUG=1 (or config.debug). Allocators in debug mode take
+ * the slow paths for every operation (the inline cached path tests one flag
+ * and costs what it cost before) and add:
+ *  - double-free detection at the call, on every path: a bit per stack in
+ *    the span's out-of-line metadata, set by free, cleared by alloc; a free
+ *    that finds it set is a double free;
+ *  - poisoning (Go's stackPoisonCopy idea): a freed stack is filled with
+ *    0xfc (past its first 16 bytes, where pools keep their links; for stacks
+ *    over 64 KiB, the lowest 4 KiB and the top 64 KiB, so a huge stack is
+ *    not committed by its own poison), checked when it is handed out again:
+ *    a write after free is reported with its offset;
+ *  - invariant checks of the thread's caches at flush and reclaim, and of
+ *    the pools at reclaim (pools_ops.check).
+ * Every report is one line starting "gostack:" and then abort().
+ */
+#include <string.h>
+
+#include "pools.h"
+
+#define POISON 0xfc
+#define SKIP 16
+#define FULL_LIMIT ((size_t)64 << 10)
+#define LOW_PART ((size_t)4 << 10)
+
+bool
+gostack__debug_env(void)
+{
+	static _Atomic int cached = -1;
+	int v = atomic_load_explicit(&cached, memory_order_relaxed);
+
+	if (v < 0) {
+		v = gostack__env_flag("GOSTACK_DEBUG", false);
+		atomic_store_explicit(&cached, v, memory_order_relaxed);
+	}
+	return v != 0;
+}
+
+static uint32_t
+stack_bit(struct gostack__span *s, uintptr_t lo, size_t n)
+{
+	if (atomic_load_explicit(&s->state, memory_order_relaxed) == GOSTACK__SPAN_LARGE)
+		return 1;
+	return (uint32_t)1 << ((lo - s->base) / n);
+}
+
+/* The poisoned ranges of a stack [lo, lo + n). */
+static void
+ranges(uintptr_t lo, size_t n, uintptr_t r[2][2])
+{
+	if (n <= FULL_LIMIT) {
+		r[0][0] = lo + SKIP; r[0][1] = lo + n;
+		r[1][0] = r[1][1] = 0;
+	} else {
+		r[0][0] = lo + SKIP; r[0][1] = lo + LOW_PART;
+		r[1][0] = lo + n - FULL_LIMIT; r[1][1] = lo + n;
+	}
+}
+
+void
+gostack__debug_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, size_t n)
+{
+	uint32_t bit = stack_bit(s, lo, n);
+	uintptr_t r[2][2];
+
+	(void)a;
+	if (atomic_fetch_or_explicit(&s->dbg_freed, bit, memory_order_acq_rel) & bit)
+		gostack__throw("double free of stack [%#lx, %#lx)", (unsigned long)lo, (unsigned long)(lo + n));
+	ranges(lo, n, r);
+	for (int i = 0; i < 2; i++)
+		if (r[i][1] > r[i][0])
+			memset((void *)r[i][0], POISON, r[i][1] - r[i][0]);
+}
+
+void
+gostack__debug_alloc(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, size_t n)
+{
+	uint32_t bit = stack_bit(s, lo, n);
+	uintptr_t r[2][2];
+
+	(void)a;
+	if (!(atomic_fetch_and_explicit(&s->dbg_freed, ~bit, memory_order_acq_rel) & bit))
+		return;   /* never freed since its span was carved: not poisoned */
+	ranges(lo, n, r);
+	for (int i = 0; i < 2; i++) {
+		for (uintptr_t p = r[i][0]; p < r[i][1]; p += sizeof(uint64_t)) {
+			uint64_t w;
+
+			memcpy(&w, (void *)p, sizeof w);
+			if (w != 0xfcfcfcfcfcfcfcfcull)
+				gostack__throw("stack [%#lx, %#lx) was written after it was freed (offset %#lx)",
+				    (unsigned long)lo, (unsigned long)(lo + n), (unsigned long)(p - lo));
+		}
+	}
+}
+
+void
+gostack__debug_check_link(gostack_allocator_t *a, uintptr_t lo, size_t n)
+{
+	struct gostack__span *s = gostack__span_of(lo);
+	uint8_t st = s != NULL ? atomic_load_explicit(&s->state, memory_order_relaxed) : 0;
+
+	if (s == NULL || (st != GOSTACK__SPAN_POOL && st != GOSTACK__SPAN_LARGE) ||
+	    atomic_load_explicit(&s->alloc, memory_order_relaxed) != a ||
+	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) != n || (lo - s->base) % n != 0)
+		gostack__throw("corrupt free list: %#lx is not a free %zu-byte stack of this allocator "
+		    "(was a free stack's first word written after free?)", (unsigned long)lo, n);
+}
+
+void
+gostack__debug_check_tcache(struct gostack__tcache *t)
+{
+	gostack_allocator_t *a = t->alloc;
+
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+		size_t n = gostack__order_size(o), count = 0;
+
+		for (struct gostack__gclink *x = t->stackcache[o].list; x != NULL; x = x->next) {
+			struct gostack__span *s = gostack__span_of((uintptr_t)x);
+
+			if (s == NULL || atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_POOL ||
+			    atomic_load_explicit(&s->alloc, memory_order_relaxed) != a ||
+			    atomic_load_explicit(&s->elemsize, memory_order_relaxed) != n ||
+			    ((uintptr_t)x - s->base) % n != 0)
+				gostack__throw("corrupt thread cache: %p on the %zu-byte list is not a free %zu-byte stack of this allocator",
+				    (void *)x, n, n);
+			if (++count > GOSTACK_CACHE_SIZE / n + 1)
+				gostack__throw("corrupt thread cache: the %zu-byte list at %p is longer than the cache", n,
+				    (void *)t->stackcache[o].list);
+		}
+		if (count * n != atomic_load_explicit(&t->stackcache[o].size, memory_order_relaxed))
+			gostack__throw("corrupt thread cache %p: %zu stacks of %zu bytes but size %zu", (void *)t, count, n,
+			    atomic_load_explicit(&t->stackcache[o].size, memory_order_relaxed));
+	}
+}

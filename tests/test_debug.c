@@ -1,0 +1,208 @@
+/*
+ * Debug mode (config.debug, GOSTACK_DEBUG=1): every double free is caught at
+ * the call on the cached, no-cache and large paths and through the default
+ * allocator; a write to a freed stack is reported when the stack is handed
+ * out again; a corrupted free list is reported at alloc, flush or reclaim.
+ * Each case runs in a child that must abort with one "gostack:" line saying
+ * what happened.
+ */
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test.h"
+
+static gostack_allocator_t *D, *DN;   /* debug cached, debug no-cache */
+
+static void
+expect_abort(const char *name, const char *want, void (*fn)(void))
+{
+	int fd[2];
+
+	if (pipe(fd) != 0)
+		abort();
+	fflush(stdout);
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		dup2(fd[1], 2);
+		close(fd[0]);
+		fn();
+		_exit(0);
+	}
+	close(fd[1]);
+	char buf[1024];
+	size_t len = 0;
+	ssize_t r;
+
+	while ((r = read(fd[0], buf + len, sizeof buf - 1 - len)) > 0)
+		len += (size_t)r;
+	buf[len] = '\0';
+	close(fd[0]);
+	int status = 0;
+
+	waitpid(pid, &status, 0);
+	/* want: alternatives separated by '|' */
+	bool found = false;
+	char alts[256];
+
+	snprintf(alts, sizeof alts, "%s", want);
+	for (char *save = NULL, *w = strtok_r(alts, "|", &save); w != NULL; w = strtok_r(NULL, "|", &save))
+		found |= strstr(buf, w) != NULL;
+	bool ok = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && strncmp(buf, "gostack: ", 9) == 0 &&
+	    strchr(buf, '\n') == buf + len - 1 && found;
+
+	printf("     %-34s %s", name, buf[0] ? buf : "(no message)\n");
+	if (!ok) {
+		test_failed_checks++;
+		fprintf(stderr, "%s: want an abort with one line containing \"%s\"\n", name, want);
+	}
+}
+
+static void df_cached(void) { gostack_t s = gostack_allocator_alloc(D, 4096); gostack_allocator_free(D, s); gostack_allocator_free(D, s); }
+static void df_cached_later(void)
+{
+	gostack_t s = gostack_allocator_alloc(D, 2048), o[20];
+
+	gostack_allocator_free(D, s);
+	for (int i = 0; i < 20; i++)
+		o[i] = gostack_allocator_alloc(D, 4096);   /* other traffic in between */
+	for (int i = 0; i < 20; i++)
+		gostack_allocator_free(D, o[i]);
+	gostack_allocator_free(D, s);
+}
+static void df_nocache(void) { gostack_t s = gostack_allocator_alloc(DN, 8192); gostack_allocator_free(DN, s); gostack_allocator_free(DN, s); }
+static void df_large(void) { gostack_t s = gostack_allocator_alloc(D, 262144); gostack_allocator_free(D, s); gostack_allocator_free(D, s); }
+static void df_large_nocache(void) { gostack_t s = gostack_allocator_alloc(DN, 65536); gostack_allocator_free(DN, s); gostack_allocator_free(DN, s); }
+static void df_flushed(void)
+{
+	gostack_t s = gostack_allocator_alloc(D, 16384);
+
+	gostack_allocator_free(D, s);
+	gostack_thread_flush();          /* now in the global pool */
+	gostack_allocator_free(D, s);
+}
+static void df_default(void)
+{
+	gostack_t s = gostack_alloc(4096);   /* the default allocator, GOSTACK_DEBUG=1 in this test's env */
+
+	gostack_free(s);
+	gostack_free(s);
+}
+static void waf_small(void)
+{
+	gostack_t s = gostack_allocator_alloc(D, 8192);
+
+	gostack_allocator_free(D, s);
+	((volatile char *)s.lo)[1000] = 1;   /* write after free */
+	(void)gostack_allocator_alloc(D, 8192);
+}
+static void waf_top(void)
+{
+	gostack_t keep = gostack_allocator_alloc(DN, 4096);   /* keeps the span from going back */
+	gostack_t s = gostack_allocator_alloc(DN, 4096);
+
+	(void)keep;
+	gostack_allocator_free(DN, s);
+	((volatile char *)s.hi)[-8] = 1;
+	(void)gostack_allocator_alloc(DN, 4096);
+}
+static void waf_large(void)
+{
+	gostack_t s = gostack_allocator_alloc(D, (size_t)1 << 20);
+
+	gostack_allocator_free(D, s);
+	((volatile char *)s.hi)[-100] = 1;
+	(void)gostack_allocator_alloc(D, (size_t)1 << 20);
+}
+static void link_corrupt_cache(void)
+{
+	gostack_t a = gostack_allocator_alloc(D, 2048), b = gostack_allocator_alloc(D, 2048);
+
+	gostack_allocator_free(D, a);
+	gostack_allocator_free(D, b);
+	memset((void *)b.lo, 0x41, 8);       /* b is the top of the cache list: its link */
+	gostack_thread_flush();
+}
+static void link_corrupt_alloc(void)
+{
+	gostack_t a = gostack_allocator_alloc(D, 2048), b = gostack_allocator_alloc(D, 2048);
+
+	gostack_allocator_free(D, a);
+	gostack_allocator_free(D, b);
+	memset((void *)b.lo, 0x41, 8);
+	(void)gostack_allocator_alloc(D, 2048);   /* b */
+	(void)gostack_allocator_alloc(D, 2048);   /* follows the garbage link */
+}
+static void link_corrupt_pool(void)
+{
+	gostack_t s[4];
+
+	for (int i = 0; i < 4; i++)
+		s[i] = gostack_allocator_alloc(DN, 4096);
+	for (int i = 0; i < 3; i++)                 /* s[3] keeps the span from going back */
+		gostack_allocator_free(DN, s[i]);
+	memset((void *)s[2].lo, 0x41, 8);    /* a pool link */
+	gostack_allocator_reclaim(DN);
+}
+
+TEST(debug_aborts)
+{
+	gostack_config_t c = test_cfg;
+
+	c.debug = true;
+	c.no_cache = false;
+	D = gostack_allocator_new(&c);
+	c.no_cache = true;
+	DN = gostack_allocator_new(&c);
+	REQUIRE(D != NULL && DN != NULL);
+	expect_abort("double free, cached", "double free", df_cached);
+	expect_abort("double free, cached, later", "double free", df_cached_later);
+	/* The mutex pools give a span back when its last stack is freed (Go's
+	 * allocCount), so a second free of that stack finds freed memory. */
+	expect_abort("double free, no-cache", "double free|already freed", df_nocache);
+	expect_abort("double free, large", "double free", df_large);
+	expect_abort("double free, large no-cache", "double free", df_large_nocache);
+	expect_abort("double free after flush", "double free|already freed", df_flushed);
+	if (getenv("GOSTACK_DEBUG") != NULL)
+		expect_abort("double free, default allocator", "double free", df_default);
+	expect_abort("write after free", "written after it was freed", waf_small);
+	expect_abort("write after free, top", "written after it was freed", waf_top);
+	expect_abort("write after free, large", "written after it was freed", waf_large);
+	expect_abort("corrupt link, flush check", "corrupt thread cache", link_corrupt_cache);
+	expect_abort("corrupt link, alloc", "corrupt free list", link_corrupt_alloc);
+	expect_abort("corrupt link, reclaim check", "stackpool|corrupt free list", link_corrupt_pool);
+}
+
+/* Without misuse, debug mode changes nothing visible: stats stay exact. */
+TEST(debug_clean_run)
+{
+	gostack_config_t c = test_cfg;
+	gostack_t s[200];
+	gostack_stats_t st;
+
+	c.debug = true;
+	gostack_allocator_t *a = gostack_allocator_new(&c);
+
+	REQUIRE(a != NULL);
+	for (int round = 0; round < 20; round++) {
+		for (int i = 0; i < 200; i++) {
+			s[i] = gostack_allocator_alloc(a, (size_t)2048 << (i % 7));
+			REQUIRE(s[i].lo != 0);
+			stamp_set(s[i], (uint64_t)i * 77 + (uint64_t)round);
+		}
+		for (int i = 0; i < 200; i++) {
+			CHECK(stamp_ok(s[i], (uint64_t)i * 77 + (uint64_t)round));
+			gostack_allocator_free(a, s[i]);
+		}
+		gostack_thread_flush();
+		gostack_allocator_reclaim(a);
+	}
+	gostack_allocator_stats(a, &st);
+	CHECK_EQ(st.allocs, 4000);
+	CHECK_EQ(st.inuse_bytes, 0);
+	CHECK_EQ(st.mapped_bytes, 0);
+	CHECK_EQ(gostack_allocator_delete(a), 0);
+}
+
+TEST_MAIN(T(debug_aborts), T(debug_clean_run))
