@@ -195,13 +195,22 @@ arena_new(size_t bytes)
 	if (size > ARENA_STEP_MAX)
 		size = ARENA_STEP_MAX;
 	size = gostack__round2(size);
-	while (size < 2 * bytes)          /* the span array must fit beside the span */
-		size <<= 1;
+	size_t need = GOSTACK__ARENA_GRAN;
 
-	struct gostack__arena *ar = gostack__os_reserve(size, GOSTACK__ARENA_GRAN);
+	while (need < 2 * bytes)          /* the span array must fit beside the span */
+		need <<= 1;
+	if (size < need)
+		size = need;
 
-	if (ar == NULL)
-		return NULL;
+	struct gostack__arena *ar;
+
+	/* Address space may be limited (ulimit -v): settle for smaller steps,
+	 * down to what this span needs, before giving up. */
+	while ((ar = gostack__os_reserve(size, GOSTACK__ARENA_GRAN)) == NULL) {
+		if (size <= need)
+			return NULL;
+		size >>= 1;
+	}
 	ar->base = (uintptr_t)ar;
 	ar->size = size;
 	ar->nunits = size >> GOSTACK__SPAN_SHIFT;

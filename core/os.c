@@ -15,10 +15,49 @@
 
 #define GOSTACK__MAP_FLAGS (MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
 
+#ifdef GOSTACK_TEST_HOOKS
+/*
+ * Test builds only: fault injection at every OS memory request (arenas, the
+ * arena table, metadata chunks, mapping a hole back, punching a hole).
+ * gostack__test_fault_nth = N fails the Nth request from now (then 0);
+ * gostack__test_fault_rate = R fails about one request in R.
+ */
+_Atomic long gostack__test_fault_nth, gostack__test_fault_rate, gostack__test_faults;
+_Atomic long gostack__test_os_calls;   /* requests seen */
+
+static bool
+fault(void)
+{
+	long nth = atomic_load_explicit(&gostack__test_fault_nth, memory_order_relaxed);
+	long rate = atomic_load_explicit(&gostack__test_fault_rate, memory_order_relaxed);
+	static _Atomic unsigned long seq;
+
+	atomic_fetch_add_explicit(&gostack__test_os_calls, 1, memory_order_relaxed);
+	if (nth > 0 && atomic_fetch_sub_explicit(&gostack__test_fault_nth, 1, memory_order_relaxed) == 1)
+		goto hit;
+	if (rate > 0) {
+		unsigned long x = atomic_fetch_add_explicit(&seq, 1, memory_order_relaxed) * 0x9e3779b97f4a7c15ul;
+
+		if ((x >> 40) % (unsigned long)rate == 0)
+			goto hit;
+	}
+	return false;
+hit:
+	atomic_fetch_add_explicit(&gostack__test_faults, 1, memory_order_relaxed);
+	errno = ENOMEM;
+	return true;
+}
+#else
+#define fault() false
+#endif
+
 void *
 gostack__os_reserve(size_t size, size_t align)
 {
 	size_t len = size + align;
+
+	if (fault())
+		return NULL;
 	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, GOSTACK__MAP_FLAGS, -1, 0);
 
 	if (p == MAP_FAILED) {
@@ -57,13 +96,15 @@ gostack__os_punch(void *p, size_t size)
 	 * memory goes back and any access faults, but the range stays ours, so
 	 * no other mmap (a thread stack, malloc) can be placed in it before we
 	 * map it back. Splitting the mapping can fail at vm.max_map_count. */
+	if (fault())
+		return false;
 	return mmap(p, size, PROT_NONE, GOSTACK__MAP_FLAGS | MAP_FIXED, -1, 0) != MAP_FAILED;
 }
 
 bool
 gostack__os_refill(void *p, size_t size)
 {
-	void *q = mmap(p, size, PROT_READ | PROT_WRITE, GOSTACK__MAP_FLAGS | MAP_FIXED, -1, 0);
+	void *q = fault() ? MAP_FAILED : mmap(p, size, PROT_READ | PROT_WRITE, GOSTACK__MAP_FLAGS | MAP_FIXED, -1, 0);
 
 	if (q == MAP_FAILED) {
 		errno = ENOMEM;
