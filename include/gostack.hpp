@@ -6,11 +6,11 @@
  *     #include <gostack.hpp>
  *
  *     namespace ctx = boost::context;
- *     ctx::fiber f{std::allocator_arg, gostack::boost_stack_allocator(8192),
+ *     ctx::fiber f{std::allocator_arg, gostack_cxx::boost_stack_allocator(8192),
  *                  [](ctx::fiber &&caller) { ...; return std::move(caller); }};
  *     f = std::move(f).resume();
  *
- * gostack::boost_stack_allocator models Boost.Context's StackAllocator
+ * gostack_cxx::boost_stack_allocator models Boost.Context's StackAllocator
  * concept (doc/stack.qbk): built from a size, allocate() returns a
  * boost::context::stack_context, deallocate() takes it back. It works with
  * boost::context::fiber, callcc/continuation, Boost.Coroutine2 and
@@ -33,7 +33,10 @@
  *   thread-safe because gostack is. No state is kept here.
  * - With BOOST_USE_VALGRIND defined (as for Boost's own allocators) each stack
  *   is registered with VALGRIND_STACK_REGISTER in allocate() and deregistered
- *   in deallocate(), and the id is kept in sctx.valgrind_stack_id.
+ *   in deallocate(), and the id is kept in sctx.valgrind_stack_id. allocate()
+ *   also marks the stack addressable and undefined (VALGRIND_MAKE_MEM_UNDEFINED):
+ *   memcheck leaves the memory of a finished fiber's stack no-access, and
+ *   gostack hands that memory out again.
  * - Under AddressSanitizer, allocate() unpoisons the stack: gostack hands out
  *   reused memory, and a stack that last ran a fiber which never returned may
  *   keep that fiber's redzone poison (Boost.Context itself does the fiber
@@ -62,6 +65,7 @@
 #include <boost/context/stack_context.hpp>
 
 #if defined(BOOST_USE_VALGRIND)
+#include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 #endif
 
@@ -78,7 +82,7 @@
 
 #include <gostack.h>
 
-namespace gostack {
+namespace gostack_cxx {
 
 class boost_stack_allocator {
 public:
@@ -110,6 +114,11 @@ public:
 		sctx.size = static_cast<std::size_t>(stk.hi - stk.lo);
 		sctx.sp = reinterpret_cast<void *>(stk.hi);
 #if defined(BOOST_USE_VALGRIND)
+		/* Reused memory: below the last stack pointer of the fiber that
+		 * ran on it, memcheck still has it no-access. Hand it out as
+		 * malloc would, addressable and undefined. */
+		VALGRIND_MAKE_MEM_UNDEFINED(reinterpret_cast<void *>(stk.lo),
+		    stk.hi - stk.lo);
 		/* Valgrind takes the lowest and the highest addressable byte. */
 		sctx.valgrind_stack_id = VALGRIND_STACK_REGISTER(
 		    reinterpret_cast<void *>(stk.lo),
@@ -155,7 +164,7 @@ private:
 	gostack_allocator_t *alloc_;
 };
 
-} /* namespace gostack */
+} /* namespace gostack_cxx */
 
 #undef GOSTACK_HPP_ASAN
 
