@@ -81,6 +81,8 @@ GOSTACK__HIDDEN ck_stack_entry_t *gostack__lf_drain(ck_stack_t *st);
 
 /* ---- rcu.c: every liburcu call ------------------------------------------- */
 
+/* At lock-free allocator creation, no lock held: start urcu-bp's worker. */
+GOSTACK__HIDDEN void gostack__rcu_setup(void);
 GOSTACK__HIDDEN void gostack__rcu_read_lock(void);
 GOSTACK__HIDDEN void gostack__rcu_read_unlock(void);
 /* Unmap the span's memory after a grace period (from the call_rcu worker). */

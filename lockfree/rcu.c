@@ -39,8 +39,11 @@
  * parent thread's read section holds open.
  *
  * liburcu 0.13.2 creates the call_rcu worker with the signal mask of the
- * thread that first calls call_rcu; gostack creates it at init with every
- * signal blocked, so it never steals a signal meant for the host.
+ * thread that first calls call_rcu; gostack creates it when the first
+ * lock-free allocator is created (no gostack lock held, so the worker's
+ * creation never nests liburcu's call_rcu mutex inside a sweep lock), with
+ * every signal blocked, so it never steals a signal meant for the host. A
+ * process that only ever uses the mutex pools never touches liburcu.
  *
  * GOSTACK_TEST_NO_GRACE (a test-only build switch) releases spans at once,
  * without a grace period: the reclamation torture test must then fail.
@@ -74,6 +77,11 @@ void __tsan_release(void *addr);
 #endif
 
 static pthread_once_t lf_rcu_once = PTHREAD_ONCE_INIT;
+/* Set once a lock-free allocator exists: until then a process that uses
+ * only the mutex pools never registers with urcu-bp or starts its worker. */
+static _Atomic bool lf_used;
+/* Whether fork_prepare ran urcu's hooks (parent/child must match it). */
+static bool lf_fork_hooks;
 /* call_rcu releases queued and not yet run: rcu_barrier only when needed. */
 static _Atomic long pending;
 
@@ -92,6 +100,16 @@ static inline void
 lf_rcu_ensure_setup(void)
 {
 	pthread_once(&lf_rcu_once, lf_rcu_setup);
+}
+
+void
+gostack__rcu_setup(void)
+{
+	/* Called from allocator creation, with no gostack lock held: the
+	 * worker is spawned (taking liburcu's call_rcu mutex) before any
+	 * call_rcu could happen under a sweep lock. */
+	lf_rcu_ensure_setup();
+	atomic_store_explicit(&lf_used, true, memory_order_release);
 }
 
 __attribute__((noinline)) void
@@ -126,7 +144,6 @@ gostack__rcu_retire_span(struct gostack__span *s)
 #ifdef GOSTACK_TEST_NO_GRACE
 	gostack__span_free(NULL, s, GOSTACK__RELEASE_UNMAP);
 #else
-	lf_rcu_ensure_setup();
 	atomic_fetch_add_explicit(&pending, 1, memory_order_relaxed);
 	tsan_release(s);
 	urcu_bp_call_rcu(&gostack__lf(s)->rcu, lf_release_cb);
@@ -150,7 +167,6 @@ gostack__rcu_barrier(void)
 	 * release has run, so there is nothing to wait for. */
 	if (atomic_load_explicit(&pending, memory_order_acquire) == 0)
 		return;
-	lf_rcu_ensure_setup();
 	urcu_bp_barrier();
 	KEEP_FRAME();
 }
@@ -161,7 +177,8 @@ gostack__rcu_thread_prepare(void)
 	/* Register the thread now (a no-op once registered), outside every
 	 * gostack lock; call_rcu and pops under those locks then never need
 	 * urcu-bp's registry mutex. */
-	lf_rcu_ensure_setup();
+	if (!atomic_load_explicit(&lf_used, memory_order_acquire))
+		return;
 	urcu_bp_read_lock();
 	urcu_bp_read_unlock();
 }
@@ -169,7 +186,9 @@ gostack__rcu_thread_prepare(void)
 void
 gostack__rcu_fork_prepare(void)
 {
-	lf_rcu_ensure_setup();
+	lf_fork_hooks = atomic_load_explicit(&lf_used, memory_order_acquire);
+	if (!lf_fork_hooks)
+		return;
 	urcu_bp_call_rcu_before_fork();
 	urcu_bp_before_fork();
 }
@@ -177,6 +196,8 @@ gostack__rcu_fork_prepare(void)
 void
 gostack__rcu_fork_parent(void)
 {
+	if (!lf_fork_hooks)
+		return;
 	urcu_bp_after_fork_parent();
 	urcu_bp_call_rcu_after_fork_parent();
 }
@@ -184,6 +205,8 @@ gostack__rcu_fork_parent(void)
 void
 gostack__rcu_fork_child(void)
 {
+	if (!lf_fork_hooks)
+		return;
 	urcu_bp_after_fork_child();
 	urcu_bp_call_rcu_after_fork_child();
 }

@@ -253,6 +253,7 @@ lf_create(gostack_allocator_t *a)
 
 	if (lp == NULL)
 		return NULL;
+	gostack__rcu_setup();
 	lp->a = a;
 	for (int i = 0; i < GOSTACK_NUM_ORDERS; i++) {
 		ck_stack_init(&lp->stackpool[i].stack);
