@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# harness/smoke.sh [BUILD_DIR]: smoke test of the benchmark harness for ctest.
+# Runs `harness/run --quick` on a tiny subset with an already-built tree (no
+# install, no rebuild) and checks that the raw JSON, summary.md and at least
+# one PNG were produced and that no benchmark failed (including gostack's
+# stats balance checks).
+#
+# BUILD_DIR (or $GOSTACK_BUILD_DIR): the build tree holding gostack_bench.
+# Register with, e.g.:
+#   add_test(NAME harness_smoke COMMAND ${PROJECT_SOURCE_DIR}/harness/smoke.sh ${PROJECT_BINARY_DIR})
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BUILD=${1:-${GOSTACK_BUILD_DIR:-}}
+if [ -z "$BUILD" ]; then
+	echo "usage: harness/smoke.sh BUILD_DIR   (or set GOSTACK_BUILD_DIR)" >&2
+	exit 2
+fi
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/gostack-smoke.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+
+# gostack (both backends if built), the plain-malloc baseline and mmap; one
+# run without and one with cross-thread frees; 1 and 2 threads.
+FILTER='^(pair_8KiB|handoff)/(gostack-lockfree|gostack-mutex|glibc|mmap)/real_time/threads:(1|2)$'
+rc=0
+"$HERE/run" --quick --no-install --no-build --build-dir "$BUILD" --reps 2 --min-time 0.005 \
+	--filter "$FILTER" --out "$TMP/out" || rc=$?
+
+fail=0
+check() { if eval "$2"; then echo "smoke: ok: $1"; else echo "smoke: FAILED: $1"; fail=$((fail + 1)); fi; }
+check "harness/run exited 0 (got $rc)" '[ "$rc" -eq 0 ]'
+check "raw JSON written" 'ls "$TMP"/out/raw/*.json >/dev/null 2>&1'
+check "all.json is valid JSON with benchmarks" \
+	'/usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d[\"benchmarks\"] else 1)" "$TMP/out/all.json"'
+check "summary.md written" '[ -s "$TMP/out/summary.md" ]'
+check "context.md written" '[ -s "$TMP/out/context.md" ]'
+check "at least one PNG" 'ls "$TMP"/out/*.png >/dev/null 2>&1'
+if [ "$fail" -ne 0 ]; then
+	echo "--- summary.md ---"
+	cat "$TMP/out/summary.md" 2>/dev/null || true
+	echo "smoke: 0 passed, 1 failed"
+	exit 1
+fi
+echo "smoke: 1 passed, 0 failed"
