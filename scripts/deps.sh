@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh [build|test|bench]...   (sourced or run)
 set -euo pipefail
 pkgs_build="cmake make gcc g++ pkg-config libck-dev liburcu-dev"
-pkgs_test="clang libclang-rt-14-dev valgrind"
+pkgs_test="clang libclang-rt-14-dev valgrind wrk libboost-context-dev"
 pkgs_bench="libbenchmark-dev libbenchmark-tools libboost-context-dev libjemalloc-dev libjemalloc2
  libgoogle-perftools-dev libtcmalloc-minimal4 libmimalloc-dev python3 python3-matplotlib python3-numpy python3-scipy"
 want=""
