@@ -58,22 +58,6 @@
 
 #include "lockfree.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define LF_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define LF_TSAN 1
-#endif
-#endif
-#ifdef LF_TSAN
-void __tsan_acquire(void *addr);
-void __tsan_release(void *addr);
-#define tsan_acquire(p) __tsan_acquire(p)
-#define tsan_release(p) __tsan_release(p)
-#else
-#define tsan_acquire(p) ((void)(p))
-#define tsan_release(p) ((void)(p))
-#endif
 
 #ifdef GOSTACK_TEST_HOOKS
 /* Test builds only: widen the windows of a batch pop (after it loads the

@@ -25,6 +25,28 @@
 
 #include "../core/pools.h"
 
+/*
+ * ThreadSanitizer cannot see ck's inline-assembly atomics nor liburcu's
+ * queues: in TSan builds, a thread that hands a node (a stack, a span) to
+ * another through them releases its address, and the receiver acquires it.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define LF_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LF_TSAN 1
+#endif
+#endif
+#ifdef LF_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define tsan_acquire(p) __tsan_acquire(p)
+#define tsan_release(p) __tsan_release(p)
+#else
+#define tsan_acquire(p) ((void)(p))
+#define tsan_release(p) ((void)(p))
+#endif
+
 #ifndef CK_F_STACK_POP_MPMC
 #error "gostack's lock-free pools need ck_stack_pop_mpmc (double-width CAS); build with GOSTACK_LOCKFREE=OFF"
 #endif

@@ -57,24 +57,6 @@
  * name the gostack__rcu_* function that tests/tsan.supp lists. */
 #define KEEP_FRAME() __asm__ __volatile__("" ::: "memory")
 
-#if defined(__SANITIZE_THREAD__)
-#define RCU_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define RCU_TSAN 1
-#endif
-#endif
-#ifdef RCU_TSAN
-/* The hand-off of a span from the retiring thread to the call_rcu worker
- * goes through liburcu's queue, which TSan cannot see. */
-void __tsan_acquire(void *addr);
-void __tsan_release(void *addr);
-#define tsan_acquire(p) __tsan_acquire(p)
-#define tsan_release(p) __tsan_release(p)
-#else
-#define tsan_acquire(p) ((void)(p))
-#define tsan_release(p) ((void)(p))
-#endif
 
 static pthread_once_t lf_rcu_once = PTHREAD_ONCE_INIT;
 /* Set once a lock-free allocator exists: until then a process that uses

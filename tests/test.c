@@ -1,4 +1,6 @@
 /* tests/test.c: the shared main() and helpers of every test binary. */
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test.h"
@@ -72,6 +74,52 @@ test_rss_bytes(void)
 		rss = -1;
 	fclose(f);
 	return rss * sysconf(_SC_PAGESIZE);
+}
+
+void
+test_expect_abort(const char *name, const char *want, void (*fn)(void))
+{
+	int fd[2];
+
+	if (pipe(fd) != 0)
+		abort();
+	fflush(stdout);
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		dup2(fd[1], 2);
+		close(fd[0]);
+		fn();
+		_exit(0);   /* not caught: a failure */
+	}
+	close(fd[1]);
+	char buf[1024];
+	size_t len = 0;
+	ssize_t r;
+
+	while ((r = read(fd[0], buf + len, sizeof buf - 1 - len)) > 0)
+		len += (size_t)r;
+	buf[len] = '\0';
+	close(fd[0]);
+	int status = 0;
+
+	waitpid(pid, &status, 0);
+	bool found = want == NULL;
+	char alts[256];
+
+	snprintf(alts, sizeof alts, "%s", want != NULL ? want : "");
+	for (char *save = NULL, *w = strtok_r(alts, "|", &save); w != NULL; w = strtok_r(NULL, "|", &save))
+		found |= strstr(buf, w) != NULL;
+	bool aborted = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+	bool one_line = strncmp(buf, "gostack: ", 9) == 0 && len > 0 && strchr(buf, '\n') == buf + len - 1;
+	bool names_addr = strstr(buf, "0x") != NULL;
+
+	printf("     %-34s %s", name, buf[0] ? buf : "(no message)\n");
+	if (!aborted || !one_line || !names_addr || !found) {
+		test_failed_checks++;
+		fprintf(stderr, "%s: aborted=%d one_line=%d names_addr=%d message_ok=%d (want \"%s\")\n", name,
+		    aborted, one_line, names_addr, found, want != NULL ? want : "");
+	}
 }
 
 void

@@ -46,6 +46,11 @@ long test_maps_lines(void);
 long test_rss_bytes(void);
 bool test_sanitized(void);
 
+/* Run fn in a child process, which must die of SIGABRT after writing exactly
+ * one line to stderr that starts with "gostack: ", names an address (0x...)
+ * and contains one of want's '|'-separated alternatives (NULL: any). */
+void test_expect_abort(const char *name, const char *want, void (*fn)(void));
+
 /* Stamps: a token written at both ends and in the middle of a stack. */
 void stamp_set(gostack_t s, uint64_t token);
 bool stamp_ok(gostack_t s, uint64_t token);

@@ -6,58 +6,10 @@
  * Each case runs in a child that must abort with one "gostack:" line saying
  * what happened.
  */
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include "test.h"
 
 static gostack_allocator_t *D, *DN;   /* debug cached, debug no-cache */
 
-static void
-expect_abort(const char *name, const char *want, void (*fn)(void))
-{
-	int fd[2];
-
-	if (pipe(fd) != 0)
-		abort();
-	fflush(stdout);
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		dup2(fd[1], 2);
-		close(fd[0]);
-		fn();
-		_exit(0);
-	}
-	close(fd[1]);
-	char buf[1024];
-	size_t len = 0;
-	ssize_t r;
-
-	while ((r = read(fd[0], buf + len, sizeof buf - 1 - len)) > 0)
-		len += (size_t)r;
-	buf[len] = '\0';
-	close(fd[0]);
-	int status = 0;
-
-	waitpid(pid, &status, 0);
-	/* want: alternatives separated by '|' */
-	bool found = false;
-	char alts[256];
-
-	snprintf(alts, sizeof alts, "%s", want);
-	for (char *save = NULL, *w = strtok_r(alts, "|", &save); w != NULL; w = strtok_r(NULL, "|", &save))
-		found |= strstr(buf, w) != NULL;
-	bool ok = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && strncmp(buf, "gostack: ", 9) == 0 &&
-	    strchr(buf, '\n') == buf + len - 1 && found;
-
-	printf("     %-34s %s", name, buf[0] ? buf : "(no message)\n");
-	if (!ok) {
-		test_failed_checks++;
-		fprintf(stderr, "%s: want an abort with one line containing \"%s\"\n", name, want);
-	}
-}
 
 static void df_cached(void) { gostack_t s = gostack_allocator_alloc(D, 4096); gostack_allocator_free(D, s); gostack_allocator_free(D, s); }
 static void df_cached_later(void)
@@ -156,22 +108,22 @@ TEST(debug_aborts)
 	c.no_cache = true;
 	DN = gostack_allocator_new(&c);
 	REQUIRE(D != NULL && DN != NULL);
-	expect_abort("double free, cached", "double free", df_cached);
-	expect_abort("double free, cached, later", "double free", df_cached_later);
+	test_expect_abort("double free, cached", "double free", df_cached);
+	test_expect_abort("double free, cached, later", "double free", df_cached_later);
 	/* The mutex pools give a span back when its last stack is freed (Go's
 	 * allocCount), so a second free of that stack finds freed memory. */
-	expect_abort("double free, no-cache", "double free|already freed", df_nocache);
-	expect_abort("double free, large", "double free", df_large);
-	expect_abort("double free, large no-cache", "double free", df_large_nocache);
-	expect_abort("double free after flush", "double free|already freed", df_flushed);
+	test_expect_abort("double free, no-cache", "double free|already freed", df_nocache);
+	test_expect_abort("double free, large", "double free", df_large);
+	test_expect_abort("double free, large no-cache", "double free", df_large_nocache);
+	test_expect_abort("double free after flush", "double free|already freed", df_flushed);
 	if (getenv("GOSTACK_DEBUG") != NULL)
-		expect_abort("double free, default allocator", "double free", df_default);
-	expect_abort("write after free", "written after it was freed", waf_small);
-	expect_abort("write after free, top", "written after it was freed", waf_top);
-	expect_abort("write after free, large", "written after it was freed", waf_large);
-	expect_abort("corrupt link, flush check", "corrupt thread cache", link_corrupt_cache);
-	expect_abort("corrupt link, alloc", "corrupt free list", link_corrupt_alloc);
-	expect_abort("corrupt link, reclaim check", "stackpool|corrupt free list", link_corrupt_pool);
+		test_expect_abort("double free, default allocator", "double free", df_default);
+	test_expect_abort("write after free", "written after it was freed", waf_small);
+	test_expect_abort("write after free, top", "written after it was freed", waf_top);
+	test_expect_abort("write after free, large", "written after it was freed", waf_large);
+	test_expect_abort("corrupt link, flush check", "corrupt thread cache", link_corrupt_cache);
+	test_expect_abort("corrupt link, alloc", "corrupt free list", link_corrupt_alloc);
+	test_expect_abort("corrupt link, reclaim check", "stackpool|corrupt free list", link_corrupt_pool);
 }
 
 /* Without misuse, debug mode changes nothing visible: stats stay exact. */
