@@ -83,13 +83,12 @@ gostack__lf_span_of_entry(ck_stack_entry_t *e)
 
 /*
  * One lock-free stack. The head is 16-byte aligned (cmpxchg16b faults
- * otherwise) and alone on its own 128-byte pair of lines. stackLarge's lists
- * also count their bytes here (large frees are rare); the small-stack pools
- * keep no shared counter on their hot path (see carved below).
+ * otherwise) and alone on its own 128-byte pair of lines. No counter is
+ * updated per push or pop here: the small pools count through core's
+ * per-thread counters and carved[], stackLarge through large_bytes.
  */
 struct gostack__lf_list {
 	ck_stack_t stack;
-	_Atomic size_t bytes;     /* stackLarge only: bytes of spans on `stack` */
 } __attribute__((aligned(GOSTACK__PAD)));
 
 /* ---- lfstack.c: every ck_stack call -------------------------------------- */
@@ -134,7 +133,7 @@ GOSTACK__HIDDEN void gostack__rcu_fork_child(void);
 struct gostack__lf_pools {
 	struct gostack__lf_list stackpool[GOSTACK_NUM_ORDERS];
 	struct gostack__lf_list stackLarge[GOSTACK__LARGE_LISTS];
-	_Alignas(GOSTACK__PAD) _Atomic size_t large_bytes;   /* sum of stackLarge[].bytes, <= GOSTACK__LARGE_KEEP */
+	_Alignas(GOSTACK__PAD) _Atomic size_t large_bytes;   /* bytes of spans on stackLarge[], <= GOSTACK__LARGE_KEEP */
 	_Atomic size_t carved[GOSTACK_NUM_ORDERS];           /* bytes of live pool spans per order */
 	_Atomic size_t carved_mark[GOSTACK_NUM_ORDERS];      /* carved[] after the last sweep */
 	_Alignas(GOSTACK__PAD) pthread_mutex_t sweep_lock[GOSTACK_NUM_ORDERS];

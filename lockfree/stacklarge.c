@@ -36,10 +36,8 @@ gostack__lf_large_get(void *p, unsigned log2npages)
 	if (e == NULL)
 		return NULL;
 	struct gostack__span *s = gostack__lf_span_of_entry(e);
-	size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
 
-	atomic_fetch_sub_explicit(&l->bytes, bytes, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&lp->large_bytes, bytes, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&lp->large_bytes, s->npages << GOSTACK__PAGE_SHIFT, memory_order_relaxed);
 	return s;
 }
 
@@ -57,7 +55,6 @@ gostack__lf_large_put(void *p, struct gostack__span *s)
 		return;
 	}
 	gostack__lf_push_chain(&l->stack, &gostack__lf(s)->entry, &gostack__lf(s)->entry);
-	atomic_fetch_add_explicit(&l->bytes, bytes, memory_order_relaxed);
 }
 
 size_t
@@ -74,7 +71,6 @@ gostack__lf_large_drain(struct gostack__lf_pools *lp, struct gostack__span **bat
 			struct gostack__span *s = gostack__lf_span_of_entry(e);
 			size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
 
-			atomic_fetch_sub_explicit(&l->bytes, bytes, memory_order_relaxed);
 			atomic_fetch_sub_explicit(&lp->large_bytes, bytes, memory_order_relaxed);
 			total += bytes;
 			gostack__lf_retire(lp->a, s, true, batch);
