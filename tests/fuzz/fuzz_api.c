@@ -110,7 +110,7 @@ misuse(int kind, struct live *l)
 
 		switch (kind % 5) {
 		case 0: gostack_allocator_free(other, l->s); break;                                  /* wrong allocator */
-		case 1: gostack_allocator_free(A[l->a], (gostack_t){ l->s.lo, l->s.lo + (l->s.hi - l->s.lo) / 2 + 2048 }); break;
+		case 1: gostack_allocator_free(A[l->a], (gostack_t){ l->s.lo, l->s.lo + 2 * (l->s.hi - l->s.lo) }); break;   /* wrong size */
 		case 2: gostack_allocator_free(A[l->a], (gostack_t){ l->s.lo + 16, l->s.hi + 16 }); break;
 		case 3: { static char buf[65536]; gostack_allocator_free(A[l->a], (gostack_t){ (uintptr_t)buf, (uintptr_t)buf + 4096 }); break; }
 		case 4: gostack_allocator_free(A[4], gostack_allocator_alloc(A[4], 4096));          /* debug double free */
@@ -126,8 +126,11 @@ misuse(int kind, struct live *l)
 
 	close(fd[0]);
 	waitpid(pid, &status, 0);
-	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT || r < 9 || strncmp(buf, "gostack: ", 9) != 0)
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT || r < 9 || strncmp(buf, "gostack: ", 9) != 0) {
+		fprintf(stderr, "fuzz_api: misuse kind %d on [%#lx, %#lx) of allocator %d: status %#x, stderr \"%s\"\n",
+		    kind % 5, (unsigned long)l->s.lo, (unsigned long)l->s.hi, l->a, status, buf);
 		die("a misuse was not caught with a gostack: line and abort()");
+	}
 }
 
 int
