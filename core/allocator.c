@@ -63,8 +63,14 @@ fork_child(void)
 static void
 init_once_fn(void)
 {
+	/* A fork while this runs makes glibc run it again in the child: the
+	 * fork handlers must not be registered twice (prepare would then take
+	 * every lock twice). */
+	static _Atomic bool atfork_done;
+
 	gostack__tls_key_init();
-	if (pthread_atfork(fork_prepare, fork_parent, fork_child) != 0)
+	if (!atomic_exchange_explicit(&atfork_done, true, memory_order_acq_rel) &&
+	    pthread_atfork(fork_prepare, fork_parent, fork_child) != 0)
 		gostack__throw("pthread_atfork failed");
 }
 

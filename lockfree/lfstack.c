@@ -194,7 +194,9 @@ gostack__lf_drain(ck_stack_t *st)
 		upd.generation = orig.generation + 1;
 	} while (!ck_pr_cas_ptr_2_value(st, &orig, &upd, &orig));
 #ifdef LF_TSAN
-	for (ck_stack_entry_t *e = orig.head; e != NULL; e = e->next)
+	/* Stop at a link that is not gostack memory: a corrupted list is the
+	 * debug check's to report (lf_check), not this loop's to crash on. */
+	for (ck_stack_entry_t *e = orig.head; e != NULL && gostack__span_of((uintptr_t)e) != NULL; e = e->next)
 		tsan_acquire(e);
 #endif
 	return orig.head;

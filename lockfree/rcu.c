@@ -89,9 +89,12 @@ gostack__rcu_setup(void)
 {
 	/* Called from allocator creation, with no gostack lock held: the
 	 * worker is spawned (taking liburcu's call_rcu mutex) before any
-	 * call_rcu could happen under a sweep lock. */
-	lf_rcu_ensure_setup();
+	 * call_rcu could happen under a sweep lock. lf_used is set first, so
+	 * that a fork racing with the worker's creation runs liburcu's fork
+	 * hooks (which wait for the call_rcu mutex) instead of leaving that
+	 * mutex locked in the child (found by test_fork under load). */
 	atomic_store_explicit(&lf_used, true, memory_order_release);
+	lf_rcu_ensure_setup();
 }
 
 __attribute__((noinline)) void

@@ -466,7 +466,9 @@ TEST(few_mappings)
 	long after = test_maps_lines();
 
 	printf("     maps lines: %ld before, %ld with %d stacks\n", before, after, N);
-	CHECK(after - before <= 16);
+	/* Sanitizer runtimes map shadow memory for what the stacks touch:
+	 * their lines, not gostack's; still nowhere near one per stack. */
+	CHECK(after - before <= (test_sanitized() ? 64 : 16));
 	for (int i = 0; i < N; i++)
 		gostack_allocator_free(a, s[i]);
 	gostack_thread_flush();
