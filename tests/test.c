@@ -97,13 +97,15 @@ test_expect_abort(const char *name, const char *want, void (*fn)(void))
 	size_t len = 0;
 	ssize_t r;
 
-	while ((r = read(fd[0], buf + len, sizeof buf - 1 - len)) > 0)
-		len += (size_t)r;
+	while (len < sizeof buf - 1 && ((r = read(fd[0], buf + len, sizeof buf - 1 - len)) > 0 ||
+	    (r < 0 && errno == EINTR)))
+		len += r > 0 ? (size_t)r : 0;
 	buf[len] = '\0';
 	close(fd[0]);
 	int status = 0;
 
-	waitpid(pid, &status, 0);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
 	bool found = want == NULL;
 	char alts[256];
 

@@ -120,12 +120,18 @@ misuse(int kind, struct live *l)
 		_exit(0);
 	}
 	close(fd[1]);
+	/* libFuzzer's timers (SIGALRM) interrupt slow calls: retry on EINTR. */
 	char buf[512] = { 0 };
-	ssize_t r = read(fd[0], buf, sizeof buf - 1);
+	ssize_t r, len = 0;
 	int status = 0;
 
+	while (len < (ssize_t)sizeof buf - 1 &&
+	    ((r = read(fd[0], buf + len, sizeof buf - 1 - (size_t)len)) > 0 || (r < 0 && errno == EINTR)))
+		len += r > 0 ? r : 0;
+	r = len;
 	close(fd[0]);
-	waitpid(pid, &status, 0);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
 	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT || r < 9 || strncmp(buf, "gostack: ", 9) != 0) {
 		fprintf(stderr, "fuzz_api: misuse kind %d on [%#lx, %#lx) of allocator %d: status %#x, stderr \"%s\"\n",
 		    kind % 5, (unsigned long)l->s.lo, (unsigned long)l->s.hi, l->a, status, buf);
