@@ -75,7 +75,7 @@ child_main(void)
 	pthread_t th[4];
 	gostack_stats_t st;
 
-	alarm(30);   /* a hang becomes SIGALRM, a failure */
+	alarm(120);  /* a hang becomes SIGALRM, a failure (generous: loaded CI machines) */
 	child_thread(NULL);
 	for (int i = 0; i < 4; i++)
 		if (pthread_create(&th[i], NULL, child_thread, NULL) != 0)
