@@ -32,11 +32,11 @@ try() {   # name, build dir, test binary + args
 	[ "$caught" -eq "$runs" ] || status=1
 }
 
-cmake -S "$root" -B "$work/nograce" -DGOSTACK_TEST_NO_GRACE=ON -DGOSTACK_BUILD_HARNESS=OFF >/dev/null &&
+cmake -S "$root" -B "$work/nograce" -DGOSTACK_TEST_NO_GRACE=ON -DGOSTACK_BUILD_HARNESS=OFF -DGOSTACK_BUILD_EXAMPLES=OFF >/dev/null &&
 	cmake --build "$work/nograce" -j2 --target test_lockfree >/dev/null || exit 2
 try no-grace "$work/nograce" test_lockfree --backend lockfree --scale 1 reclaim_torture
 
-cmake -S "$root" -B "$work/unsafepop" -DGOSTACK_TEST_UNSAFE_POP=ON -DGOSTACK_BUILD_HARNESS=OFF >/dev/null &&
+cmake -S "$root" -B "$work/unsafepop" -DGOSTACK_TEST_UNSAFE_POP=ON -DGOSTACK_BUILD_HARNESS=OFF -DGOSTACK_BUILD_EXAMPLES=OFF >/dev/null &&
 	cmake --build "$work/unsafepop" -j2 --target test_lockfree >/dev/null || exit 2
 try unsafe-pop "$work/unsafepop" test_lockfree --backend lockfree --scale 1 aba
 
@@ -45,7 +45,7 @@ cp -r "$root/CMakeLists.txt" "$root/cmake" "$root/core" "$root/include" "$root/l
 sed -i 's/pthread_mutex_lock(&mp->stackpool\[order\].mu);/\/* lock removed *\//; s/pthread_mutex_unlock(&mp->stackpool\[order\].mu);/\/* unlock removed *\//' \
 	"$work/src/core/stackpool.c"
 grep -q "lock removed" "$work/src/core/stackpool.c" || { echo "no-lock: patch did not apply"; exit 2; }
-cmake -S "$work/src" -B "$work/nolock" -DGOSTACK_BUILD_HARNESS=OFF >/dev/null &&
+cmake -S "$work/src" -B "$work/nolock" -DGOSTACK_BUILD_HARNESS=OFF -DGOSTACK_BUILD_EXAMPLES=OFF >/dev/null &&
 	cmake --build "$work/nolock" -j2 --target test_stress >/dev/null || exit 2
 try no-lock "$work/nolock" test_stress --backend mutex --nocache --threads 16 --scale 1 exchange
 exit $status
