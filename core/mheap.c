@@ -40,6 +40,7 @@
 #include <string.h>
 
 #include "mheap.h"
+#include "tools.h"
 
 #define ARENA_STEP_MAX ((size_t)1 << 30)
 
@@ -295,6 +296,7 @@ gostack__span_free(gostack_allocator_t *a, struct gostack__span *s, enum gostack
 
 	if (a != NULL)
 		atomic_fetch_sub_explicit(&a->mapped, bytes, memory_order_relaxed);
+	gostack__tool_span_free(s->base, bytes);
 	/* The span is still ours: punch the hole outside the heap lock. */
 	if (how == GOSTACK__RELEASE_UNMAP && gostack__os_punch((void *)s->base, bytes))
 		flags = GOSTACK__BLOCK_HOLE;

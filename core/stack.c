@@ -10,6 +10,7 @@
  */
 #include "mheap.h"
 #include "pools.h"
+#include "tools.h"
 
 static inline struct gostack__tcache *
 tcache_of(gostack_allocator_t *a)
@@ -109,6 +110,8 @@ stackalloc_slow(gostack_allocator_t *a, size_t size)
 {
 	gostack_t r = stackalloc_any(a, size);
 
+	if (r.lo != 0)
+		gostack__tool_alloc(r.lo, r.hi - r.lo);
 	if (r.lo != 0 && a->debug) {
 		gostack__debug_check_link(a, r.lo, r.hi - r.lo);
 		gostack__debug_alloc(a, gostack__span_of_inline(r.lo), r.lo, r.hi - r.lo);
@@ -134,6 +137,7 @@ gostack_allocator_alloc(gostack_allocator_t *a, size_t size)
 				atomic_store_explicit(&c->size,
 				    atomic_load_explicit(&c->size, memory_order_relaxed) - n, memory_order_relaxed);
 				gostack__count(&t->st.allocs[order], 1);
+				gostack__tool_alloc((uintptr_t)x, n);
 				return (gostack_t){ (uintptr_t)x, (uintptr_t)x + n };
 			}
 		}
@@ -196,6 +200,7 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 
 	if (a->debug)
 		gostack__debug_free(a, s, lo, n);   /* double free; poison */
+	gostack__tool_free(lo, n);
 
 	if (!gostack__is_small(n)) {
 		t = tcache_of(a);
@@ -271,6 +276,7 @@ gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
 					c->list = x;
 					atomic_store_explicit(&c->size, have + n, memory_order_relaxed);
 					gostack__count(&t->st.frees[order], 1);
+					gostack__tool_free(lo, n);
 					return;
 				}
 			}
