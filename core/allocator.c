@@ -108,20 +108,32 @@ backend_ops(gostack_backend_t b)
 gostack_allocator_t *
 gostack_allocator_new(const gostack_config_t *cfg)
 {
-	gostack_config_t def = { GOSTACK_BACKEND_DEFAULT, false, false };
+	gostack_config_t def;
 	const struct gostack__pools_ops *ops;
 	gostack_allocator_t *a;
 
 	gostack__init();
-	if (cfg == NULL)
+	if (cfg == NULL) {
+		memset(&def, 0, sizeof def);
 		cfg = &def;
+	}
+	if (cfg->guard_size > GOSTACK_MAX_SIZE) {
+		errno = EINVAL;
+		return NULL;
+	}
 	if ((ops = backend_ops(cfg->backend)) == NULL)
 		return NULL;
 	if ((a = gostack__meta_alloc(sizeof *a)) == NULL)
 		return NULL;
 	a->no_cache = cfg->no_cache;
 	a->debug = cfg->debug || gostack__debug_env();
-	a->fast = !a->no_cache && !a->debug;
+	if (cfg->guard_size != 0) {
+		a->page = gostack__os_page();
+		a->guard = (cfg->guard_size + a->page - 1) & ~(a->page - 1);
+	}
+	a->decay_ms = cfg->decay_ms == 0 ? GOSTACK__DECAY_DEFAULT_MS : cfg->decay_ms < 0 ? -1 : cfg->decay_ms;
+	/* The inline paths assume Go's layout: packed, naturally aligned stacks. */
+	a->fast = !a->no_cache && !a->debug && a->guard == 0;
 	a->ops = ops;
 	a->backend = ops == &gostack__mutex_pools ? GOSTACK_BACKEND_MUTEX : GOSTACK_BACKEND_LOCKFREE;
 	if ((a->pools = ops->create(a)) == NULL) {
@@ -276,13 +288,49 @@ gostack__env_flag(const char *name, bool def)
 	return def;
 }
 
+/* An integer environment variable in [min, max], with an optional K, M or G
+ * suffix (powers of 1024) when `suffixes`; a bad value warns and gives def. */
+static long long
+env_int(const char *name, long long def, long long min, long long max, bool suffixes)
+{
+	const char *v = getenv(name);
+	char *end;
+	long long x;
+
+	if (v == NULL || *v == '\0')
+		return def;
+	errno = 0;
+	x = strtoll(v, &end, 10);
+	if (suffixes && end != v) {
+		int shift = *end == 'k' || *end == 'K' ? 10 : *end == 'm' || *end == 'M' ? 20 :
+		    *end == 'g' || *end == 'G' ? 30 : 0;
+
+		if (shift != 0) {
+			end++;
+			if (x > (max >> shift) || x < -(max >> shift))
+				errno = ERANGE;
+			else
+				x *= 1ll << shift;
+		}
+	}
+	if (end == v || *end != '\0' || errno != 0 || x < min || x > max) {
+		gostack__warn("%s=%s is not an integer in [%lld, %lld]%s; using %lld", name, v, min, max,
+		    suffixes ? " (K, M, G suffixes allowed)" : "", def);
+		return def;
+	}
+	return x;
+}
+
 static void
 default_init(void)
 {
-	gostack_config_t cfg = { GOSTACK_BACKEND_DEFAULT, false, false };
+	gostack_config_t cfg;
 	const char *b = getenv("GOSTACK_BACKEND");
 
+	memset(&cfg, 0, sizeof cfg);
 	cfg.no_cache = gostack__env_flag("GOSTACK_NOCACHE", false);
+	cfg.guard_size = (size_t)env_int("GOSTACK_GUARD", 0, 0, (long long)GOSTACK_MAX_SIZE, true);
+	cfg.decay_ms = (int)env_int("GOSTACK_DECAY_MS", 0, INT32_MIN, INT32_MAX, false);
 	if (b != NULL && *b != '\0') {
 		if (strcmp(b, "mutex") == 0)
 			cfg.backend = GOSTACK_BACKEND_MUTEX;

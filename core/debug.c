@@ -41,7 +41,8 @@ stack_bit(struct gostack__span *s, uintptr_t lo, size_t n)
 {
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) == GOSTACK__SPAN_LARGE)
 		return 1;
-	return (uint32_t)1 << ((lo - s->base) / n);
+	(void)n;
+	return (uint32_t)1 << gostack__span_index(s, lo);
 }
 
 /* The poisoned ranges of a stack [lo, lo + n). */
@@ -102,7 +103,8 @@ gostack__debug_check_link(gostack_allocator_t *a, uintptr_t lo, size_t n)
 
 	if (s == NULL || (st != GOSTACK__SPAN_POOL && st != GOSTACK__SPAN_LARGE) ||
 	    atomic_load_explicit(&s->alloc, memory_order_relaxed) != a ||
-	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) != n || (lo - s->base) % n != 0)
+	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) != n ||
+	    gostack__span_index(s, lo) == UINT32_MAX)
 		gostack__throw("corrupt free list: %#lx is not a free %zu-byte stack of this allocator "
 		    "(was a free stack's first word written after free?)", (unsigned long)lo, n);
 }
@@ -121,7 +123,7 @@ gostack__debug_check_tcache(struct gostack__tcache *t)
 			if (s == NULL || atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_POOL ||
 			    atomic_load_explicit(&s->alloc, memory_order_relaxed) != a ||
 			    atomic_load_explicit(&s->elemsize, memory_order_relaxed) != n ||
-			    ((uintptr_t)x - s->base) % n != 0)
+			    gostack__span_index(s, (uintptr_t)x) == UINT32_MAX)
 				gostack__throw("corrupt thread cache: %p on the %zu-byte list is not a free %zu-byte stack of this allocator",
 				    (void *)x, n, n);
 			if (++count > GOSTACK_CACHE_SIZE / n + 1)

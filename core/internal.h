@@ -50,6 +50,17 @@ GOSTACK__HIDDEN void gostack__os_decommit(void *p, size_t size);
 GOSTACK__HIDDEN bool gostack__os_punch(void *p, size_t size);
 /* Map a hole back (MAP_FIXED); false with errno on failure. */
 GOSTACK__HIDDEN bool gostack__os_refill(void *p, size_t size);
+/* The OS page size (guards are rounded to it). */
+GOSTACK__HIDDEN size_t gostack__os_page(void);
+/* Make [p, p + size) a guard: any access faults. MADV_GUARD_INSTALL (no new
+ * mapping) where the kernel has it, else mprotect(PROT_NONE) (splits the
+ * mapping). false with errno ENOMEM on failure (a warning names
+ * vm.max_map_count when mprotect ran out of mappings). */
+GOSTACK__HIDDEN bool gostack__os_guard(void *p, size_t size);
+/* Remove every guard in [p, p + size) (one call for a whole span). */
+GOSTACK__HIDDEN void gostack__os_unguard(void *p, size_t size);
+/* How guards are made: 0 not decided yet, 1 MADV_GUARD_INSTALL, 2 mprotect. */
+GOSTACK__HIDDEN extern _Atomic int gostack__os_guard_mode;
 /* One line "gostack: ..." on stderr, then abort(): Go's throw. */
 GOSTACK__HIDDEN _Noreturn void gostack__throw(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
@@ -76,11 +87,12 @@ enum gostack__release {
 	                                no thread can still read it (lockfree/: after a grace period) */
 };
 
-/* Go's allocManual: a span of `bytes` (a power of two >= 32 KiB) for
- * allocator a, in state `state` (SPAN_POOL or SPAN_LARGE) holding stacks of
- * elemsize bytes. Counts the bytes in a's mapped_bytes. NULL with errno ENOMEM. */
+/* Go's allocManual: a span for allocator a, in state `state` (SPAN_POOL or
+ * SPAN_LARGE) holding stacks of elemsize bytes laid out by gostack__geom,
+ * guards installed. Counts its stack bytes in a's mapped_bytes. NULL with
+ * errno ENOMEM. */
 GOSTACK__HIDDEN struct gostack__span *gostack__span_alloc(gostack_allocator_t *a,
-    size_t bytes, uint8_t state, size_t elemsize);
+    uint8_t state, size_t elemsize);
 /* Go's freeManual: the span goes back to the heap and its memory to the OS.
  * a == NULL: the caller already took the bytes off its allocator's mapped. */
 GOSTACK__HIDDEN void gostack__span_free(gostack_allocator_t *a, struct gostack__span *s,
@@ -219,6 +231,9 @@ struct gostack_allocator {
 	bool fast;                   /* !no_cache && !debug: the inline cached path applies */
 	bool is_default;
 	gostack_backend_t backend;
+	size_t guard;                /* guard bytes below each stack, page-rounded; 0: none */
+	size_t page;                 /* OS page size when guard != 0 */
+	int decay_ms;                /* > 0, or -1: never */
 	const struct gostack__pools_ops *ops;
 	void *pools;
 	_Alignas(GOSTACK__CACHELINE) _Atomic size_t mapped;
@@ -227,6 +242,36 @@ struct gostack_allocator {
 	struct gostack__tcache *tcaches; /* registry lock */
 	gostack_allocator_t *next, *prev;/* registry lock */
 };
+
+/* Where stacks of n bytes lie in a's spans (the geometry fields of struct
+ * gostack__span). Without guards: naturally aligned and packed, 32 KiB pool
+ * spans (Go's layout). With guards: each stack gets a slot of stride =
+ * round2(max(n, page) + guard) bytes, the stack at its top (a stack under a
+ * page starts a page of its own: the guard must be page-aligned below lo),
+ * the guard directly below, the rest of the slot never touched (address
+ * space, not memory); pool spans are max(32 KiB, stride). */
+struct gostack__geom {
+	size_t bytes, stride, lo_off;
+	uint32_t nelems;
+};
+
+static inline void
+gostack__geom_of(const gostack_allocator_t *a, size_t n, struct gostack__geom *g)
+{
+	if (a->guard == 0) {
+		g->stride = n;
+		g->lo_off = 0;
+	} else {
+		size_t e = n < a->page ? a->page : n;
+
+		g->stride = gostack__round2(e + a->guard);
+		g->lo_off = g->stride - e;
+	}
+	g->bytes = g->stride < GOSTACK__SPAN_SIZE ? GOSTACK__SPAN_SIZE : g->stride;
+	g->nelems = (uint32_t)(g->bytes / g->stride);
+}
+
+#define GOSTACK__DECAY_DEFAULT_MS 1000
 
 /* Record an operation that had no tcache (relaxed RMW on the allocator). */
 static inline void

@@ -236,9 +236,29 @@ arena_new(size_t bytes)
 	return ar;
 }
 
-struct gostack__span *
-gostack__span_alloc(gostack_allocator_t *a, size_t bytes, uint8_t state, size_t elemsize)
+/* Put a guard below every stack of s; false (guards undone) on failure. */
+static bool
+install_guards(struct gostack__span *s)
 {
+	for (uint32_t i = 0; i < s->nelems; i++) {
+		if (!gostack__os_guard((void *)(gostack__span_stack(s, i) - s->guard), s->guard)) {
+			int e = errno;
+
+			gostack__os_unguard((void *)s->base, s->npages << GOSTACK__PAGE_SHIFT);
+			errno = e;
+			return false;
+		}
+	}
+	return true;
+}
+
+struct gostack__span *
+gostack__span_alloc(gostack_allocator_t *a, uint8_t state, size_t elemsize)
+{
+	struct gostack__geom g;
+
+	gostack__geom_of(a, elemsize, &g);
+	size_t bytes = g.bytes;
 	unsigned h = gostack__stacklog2(bytes) - GOSTACK__SPAN_SHIFT;
 	struct gostack__arena *ar;
 	size_t u = SIZE_MAX;
@@ -257,13 +277,18 @@ gostack__span_alloc(gostack_allocator_t *a, size_t bytes, uint8_t state, size_t 
 			return NULL;
 		}
 	}
-	struct gostack__span *s = &ar->spans[u];
+	/* The struct of the unit holding the first stack (span.h). */
+	struct gostack__span *s = &ar->spans[u + (g.lo_off >> GOSTACK__SPAN_SHIFT)];
 
 	s->horder = (uint8_t)h;
 	s->hflags = 0;
 	s->order = 0;
 	s->base = ar->base + (u << GOSTACK__SPAN_SHIFT);
 	s->npages = bytes >> GOSTACK__PAGE_SHIFT;
+	s->stride = (uint32_t)g.stride;
+	s->lo_off = (uint32_t)g.lo_off;
+	s->guard = (uint32_t)a->guard;
+	s->nelems = g.nelems;
 	s->allocCount = 0;
 	s->next = s->prev = NULL;
 	s->list = NULL;
@@ -272,18 +297,21 @@ gostack__span_alloc(gostack_allocator_t *a, size_t bytes, uint8_t state, size_t 
 	atomic_store_explicit(&s->dbg_freed, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->elemsize, elemsize, memory_order_relaxed);
 	atomic_store_explicit(&s->alloc, a, memory_order_relaxed);
-	/* Published last (Go: atomic state publication in allocManual). */
-	atomic_store_explicit(&s->state, state, memory_order_release);
 	pthread_mutex_unlock(&heap_lock);
 
-	if ((flags & GOSTACK__BLOCK_HOLE) && !gostack__os_refill((void *)s->base, bytes)) {
+	/* Outside the heap lock: the block is ours, nobody can see it yet. */
+	if (((flags & GOSTACK__BLOCK_HOLE) && !gostack__os_refill((void *)s->base, bytes)) ||
+	    (s->guard != 0 && !install_guards(s))) {
 		pthread_mutex_lock(&heap_lock);
 		free_block(ar, u, h, flags);
 		pthread_mutex_unlock(&heap_lock);
 		errno = ENOMEM;
 		return NULL;
 	}
-	atomic_fetch_add_explicit(&a->mapped, bytes, memory_order_relaxed);
+	/* Published last (Go: atomic state publication in allocManual): free()'s
+	 * checks accept the span's stacks only from here on. */
+	atomic_store_explicit(&s->state, state, memory_order_release);
+	atomic_fetch_add_explicit(&a->mapped, gostack__span_stack_bytes(s), memory_order_relaxed);
 	return s;
 }
 
@@ -295,14 +323,17 @@ gostack__span_free(gostack_allocator_t *a, struct gostack__span *s, enum gostack
 	uint8_t flags = GOSTACK__BLOCK_DIRTY;
 
 	if (a != NULL)
-		atomic_fetch_sub_explicit(&a->mapped, bytes, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&a->mapped, gostack__span_stack_bytes(s), memory_order_relaxed);
 	gostack__tool_span_free(s->base, bytes);
-	/* The span is still ours: punch the hole outside the heap lock. */
+	/* The span is still ours: punch the hole (which also drops the guards)
+	 * or remove the guards outside the heap lock. */
 	if (how == GOSTACK__RELEASE_UNMAP && gostack__os_punch((void *)s->base, bytes))
 		flags = GOSTACK__BLOCK_HOLE;
+	else if (s->guard != 0)
+		gostack__os_unguard((void *)s->base, bytes);
 	pthread_mutex_lock(&heap_lock);
 	atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
-	free_block(ar, unit_of(ar, s), s->horder, flags);
+	free_block(ar, (s->base - ar->base) >> GOSTACK__SPAN_SHIFT, s->horder, flags);
 	if (dirty_bytes > GOSTACK__HEAP_RETAIN)
 		scavenge_locked();
 	pthread_mutex_unlock(&heap_lock);

@@ -113,6 +113,77 @@ gostack__os_refill(void *p, size_t size)
 	return true;
 }
 
+size_t
+gostack__os_page(void)
+{
+	static _Atomic size_t page;
+	size_t p = atomic_load_explicit(&page, memory_order_relaxed);
+
+	if (p == 0) {
+		long v = sysconf(_SC_PAGESIZE);
+
+		p = v > 0 ? (size_t)v : 4096;
+		atomic_store_explicit(&page, p, memory_order_relaxed);
+	}
+	return p;
+}
+
+/* Linux 6.13's lightweight guard regions (include/uapi/asm-generic/mman-common.h). */
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#define MADV_GUARD_REMOVE 103
+#endif
+
+_Atomic int gostack__os_guard_mode;
+
+bool
+gostack__os_guard(void *p, size_t size)
+{
+	int mode = atomic_load_explicit(&gostack__os_guard_mode, memory_order_relaxed);
+
+	if (fault())
+		return false;
+	if (mode != 2) {
+		/* Guard markers live in the page tables: no VMA split, so no
+		 * mapping per guard (vm.max_map_count is never the limit). */
+		if (madvise(p, size, MADV_GUARD_INSTALL) == 0) {
+			if (mode == 0)
+				atomic_store_explicit(&gostack__os_guard_mode, 1, memory_order_relaxed);
+			return true;
+		}
+		if (errno != EINVAL || mode == 1) {
+			errno = ENOMEM;
+			return false;
+		}
+		/* EINVAL on first use: a kernel before 6.13. */
+		atomic_store_explicit(&gostack__os_guard_mode, 2, memory_order_relaxed);
+	}
+	if (mprotect(p, size, PROT_NONE) == 0)
+		return true;
+	if (errno == ENOMEM) {
+		static _Atomic bool warned;
+
+		if (!atomic_exchange_explicit(&warned, true, memory_order_relaxed))
+			gostack__warn("guard pages: mprotect failed with ENOMEM: the process has too many "
+			    "mappings (each mprotect guard is one; raise the vm.max_map_count sysctl, or use "
+			    "Linux >= 6.13, whose MADV_GUARD_INSTALL needs none)");
+	}
+	errno = ENOMEM;
+	return false;
+}
+
+void
+gostack__os_unguard(void *p, size_t size)
+{
+	if (atomic_load_explicit(&gostack__os_guard_mode, memory_order_relaxed) == 2) {
+		/* Back to read-write: the kernel merges the mapping again. */
+		if (mprotect(p, size, PROT_READ | PROT_WRITE) != 0)
+			gostack__throw("mprotect(%p, %zu, read-write) failed: errno %d", p, size, errno);
+	} else if (madvise(p, size, MADV_GUARD_REMOVE) != 0) {
+		gostack__throw("madvise(%p, %zu, MADV_GUARD_REMOVE) failed: errno %d", p, size, errno);
+	}
+}
+
 static void
 gostack__vline(const char *kind, const char *fmt, va_list ap)
 {

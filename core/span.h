@@ -47,7 +47,16 @@ enum gostack__span_state {
  *    allocCount = stacks handed out of it, including those in per-thread
  *    caches (Go's meaning). Under the mutex backend it is on
  *    stackpool[order].span iff manualFreeList != NULL (Go's invariant).
- *  - A LARGE span: elemsize = 2^order bytes = the stack size, base = lo.
+ *  - A LARGE span: elemsize = the stack size, one stack.
+ *  - Geometry (set by the heap before publication, constant while the span
+ *    lives): nelems stacks of elemsize bytes, the first at base + lo_off, one
+ *    every stride bytes (a power of two), each with `guard` bytes of guard
+ *    pages directly below it. Without guards: stride = elemsize, lo_off = 0,
+ *    nelems = 32 KiB / elemsize (pool) or 1 (large).
+ *  - base is the start of the span's heap block; the struct describing the
+ *    span is the one of the 32 KiB unit holding the first stack's lo (for a
+ *    guarded stack that is not at base, a unit inside the block), so that
+ *    spanOf(lo) finds it. Only spans with one stack can have lo_off >= 32 KiB.
  *  - Heap fields (hnext, hprev, horder, hflags) belong to the heap lock.
  */
 struct gostack__span {
@@ -58,8 +67,10 @@ struct gostack__span {
 	uint8_t hflags;            /* free block: GOSTACK__BLOCK_HOLE | GOSTACK__BLOCK_DIRTY */
 	uint8_t order;             /* pool spans: stack order */
 	uint32_t allocCount;       /* Go's allocCount (mutex backend: pool lock) */
-	uintptr_t base;
-	size_t npages;             /* 8 KiB pages */
+	uintptr_t base;            /* the heap block */
+	size_t npages;             /* 8 KiB pages of the block */
+	uint32_t stride, lo_off, guard;   /* geometry, above */
+	uint32_t nelems;
 	_Atomic size_t elemsize;
 	_Atomic(struct gostack_allocator *) alloc;
 	/* debug.c: bit i set while stack i of the span (bit 0: the large stack)
@@ -73,5 +84,40 @@ struct gostack__span {
 	/* lock-free backend's private area (ck_stack_entry, rcu_head, sweep counters) */
 	_Alignas(16) unsigned char backend[48];
 };
+
+/* lo of stack i of span s. */
+static inline uintptr_t
+gostack__span_stack(const struct gostack__span *s, uint32_t i)
+{
+	return s->base + s->lo_off + (uintptr_t)i * s->stride;
+}
+
+/* Index of the stack at lo in s, or UINT32_MAX when lo does not start one. */
+static inline uint32_t
+gostack__span_index(const struct gostack__span *s, uintptr_t lo)
+{
+	uintptr_t off = lo - s->base - s->lo_off;   /* wraps when lo is below */
+
+	if ((off & (s->stride - 1)) != 0 || off / s->stride >= s->nelems)
+		return UINT32_MAX;
+	return (uint32_t)(off / s->stride);
+}
+
+/* A large span's stackLarge list: log2 of its stack's 8 KiB pages (what
+ * stackalloc looks up; the block may be larger when the stack has a guard). */
+static inline unsigned
+gostack__large_list(const struct gostack__span *s)
+{
+	size_t n = atomic_load_explicit(&s->elemsize, memory_order_relaxed);
+
+	return 63u - (unsigned)__builtin_clzll((unsigned long long)(n >> 13));
+}
+
+/* Bytes of stacks the span holds: what it adds to its allocator's mapped. */
+static inline size_t
+gostack__span_stack_bytes(const struct gostack__span *s)
+{
+	return (size_t)s->nelems * atomic_load_explicit(&s->elemsize, memory_order_relaxed);
+}
 
 #endif /* GOSTACK_SPAN_H */

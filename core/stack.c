@@ -37,7 +37,7 @@ stackalloc_large(gostack_allocator_t *a, size_t n)
 	struct gostack__tcache *t;
 
 	if (s == NULL) {
-		s = gostack__span_alloc(a, n, GOSTACK__SPAN_LARGE, n);
+		s = gostack__span_alloc(a, GOSTACK__SPAN_LARGE, n);
 		if (s == NULL)
 			return fail(ENOMEM);
 	}
@@ -49,7 +49,9 @@ stackalloc_large(gostack_allocator_t *a, size_t n)
 		gostack__count_shared(&a->orphan.large_allocs, 1);
 		gostack__count_shared(&a->orphan.large_alloc_bytes, n);
 	}
-	return (gostack_t){ s->base, s->base + n };
+	uintptr_t lo = gostack__span_stack(s, 0);
+
+	return (gostack_t){ lo, lo + n };
 }
 
 static gostack_t
@@ -181,8 +183,8 @@ check_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 		bad_free(lo, hi, "belongs to another allocator");
 	if (gostack__unlikely(elemsize != n))
 		bad_free(lo, hi, "size does not match the stack handed out");
-	if (gostack__unlikely(state == GOSTACK__SPAN_LARGE && s->base != lo))
-		bad_free(lo, hi, "lo is not the start of a large stack");
+	if (gostack__unlikely(gostack__span_index(s, lo) == UINT32_MAX))
+		bad_free(lo, hi, "lo is not the start of a stack (interior or guard memory)");
 	return s;
 }
 

@@ -19,7 +19,7 @@ gostack__stackLarge_get(void *p, unsigned log2npages)
 	s = l->first;
 	if (s != NULL) {
 		gostack__spanlist_remove(l, s);
-		mp->stackLarge.bytes -= s->npages << GOSTACK__PAGE_SHIFT;
+		mp->stackLarge.bytes -= gostack__span_stack_bytes(s);
 	}
 	pthread_mutex_unlock(&mp->stackLarge.lock);
 	return s;
@@ -29,11 +29,11 @@ void
 gostack__stackLarge_put(void *p, struct gostack__span *s)
 {
 	struct gostack__mutex_pools *mp = p;
-	size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
+	size_t bytes = gostack__span_stack_bytes(s);
 
 	pthread_mutex_lock(&mp->stackLarge.lock);
 	if (mp->stackLarge.bytes + bytes <= GOSTACK__LARGE_KEEP) {
-		gostack__spanlist_insert(&mp->stackLarge.free[gostack__stacklog2(s->npages)], s);
+		gostack__spanlist_insert(&mp->stackLarge.free[gostack__large_list(s)], s);
 		mp->stackLarge.bytes += bytes;
 		s = NULL;
 	}

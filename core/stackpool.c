@@ -63,20 +63,20 @@ stackpoolalloc(struct gostack__mutex_pools *mp, int order)
 
 	if (s == NULL) {
 		/* No span with a free stack: carve a new one. */
-		s = gostack__span_alloc(mp->a, GOSTACK__SPAN_SIZE, GOSTACK__SPAN_POOL, elemsize);
+		s = gostack__span_alloc(mp->a, GOSTACK__SPAN_POOL, elemsize);
 		if (s == NULL)
 			return NULL;
 		s->order = (uint8_t)order;
 		/* Ascending pushes: the list is descending, the first stack
 		 * handed out is the highest one, as in Go. */
-		for (size_t off = 0; off < GOSTACK__SPAN_SIZE; off += elemsize) {
-			struct gostack__gclink *x = (struct gostack__gclink *)(s->base + off);
+		for (uint32_t i = 0; i < s->nelems; i++) {
+			struct gostack__gclink *x = (struct gostack__gclink *)gostack__span_stack(s, i);
 
 			x->next = s->manualFreeList;
 			s->manualFreeList = x;
 		}
 		gostack__spanlist_insert(list, s);
-		mp->stackpool[order].free_bytes += GOSTACK__SPAN_SIZE;
+		mp->stackpool[order].free_bytes += gostack__span_stack_bytes(s);
 	}
 	struct gostack__gclink *x = s->manualFreeList;
 
@@ -109,7 +109,7 @@ stackpoolfree(struct gostack__mutex_pools *mp, struct gostack__gclink *x, int or
 		/* Span completely free (and no GC phase here): back to the heap. */
 		gostack__spanlist_remove(list, s);
 		s->manualFreeList = NULL;
-		mp->stackpool[order].free_bytes -= GOSTACK__SPAN_SIZE;
+		mp->stackpool[order].free_bytes -= gostack__span_stack_bytes(s);
 		gostack__span_free(mp->a, s, GOSTACK__RELEASE_DECOMMIT);
 	}
 }
@@ -210,18 +210,17 @@ mutex_check(void *p)
 	struct gostack__mutex_pools *mp = p;
 
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
-		size_t n = gostack__order_size(o), per = GOSTACK__SPAN_SIZE / n, free_bytes = 0;
+		size_t n = gostack__order_size(o), free_bytes = 0;
 
 		pthread_mutex_lock(&mp->stackpool[o].mu);
 		for (struct gostack__span *s = mp->stackpool[o].span.first; s != NULL; s = s->next) {
-			size_t nfree = 0;
+			size_t nfree = 0, per = s->nelems;
 
 			if (atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_POOL ||
 			    s->order != o || s->list != &mp->stackpool[o].span)
 				gostack__throw("stackpool[%d]: span %p is not a pool span of this order", o, (void *)s->base);
 			for (struct gostack__gclink *x = s->manualFreeList; x != NULL; x = x->next) {
-				if ((uintptr_t)x < s->base || (uintptr_t)x >= s->base + GOSTACK__SPAN_SIZE ||
-				    ((uintptr_t)x - s->base) % n != 0 || ++nfree > per)
+				if (gostack__span_index(s, (uintptr_t)x) == UINT32_MAX || ++nfree > per)
 					gostack__throw("stackpool[%d]: span %p has a corrupt free list (%p)", o,
 					    (void *)s->base, (void *)x);
 			}

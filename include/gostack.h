@@ -57,6 +57,15 @@ typedef struct gostack_config {
 	bool debug;                    /* debug checks (also GOSTACK_DEBUG=1 for every allocator): double frees
 	                                  caught at the call, free stacks poisoned and checked on reuse,
 	                                  invariant checks at flush and reclaim */
+	size_t guard_size;             /* bytes of no-access memory directly below every stack's lo, rounded
+	                                  up to pages (GOSTACK_GUARD for the default allocator); 0: none.
+	                                  Installed once per slot with MADV_GUARD_INSTALL (Linux >= 6.13:
+	                                  no extra mapping), else mprotect (one mapping per guard). A write
+	                                  below lo faults (SIGSEGV). hi - lo stays the rounded size; a
+	                                  guarded stack starts on a page of its own */
+	int decay_ms;                  /* free memory idle this long goes back to the OS by itself (a
+	                                  background thread); 0: 1000 (GOSTACK_DECAY_MS for the default
+	                                  allocator); negative: never (only gostack_allocator_reclaim) */
 	/* later issues append fields */
 } gostack_config_t;
 
@@ -75,7 +84,7 @@ GOSTACK_API gostack_t gostack_alloc(size_t size);
 GOSTACK_API void gostack_free(gostack_t stk);
 GOSTACK_API gostack_allocator_t *gostack_default_allocator(void);
 
-/* NULL cfg: defaults. NULL with errno EINVAL (bad config), ENOSYS (backend not built) or ENOMEM. */
+/* NULL cfg: defaults (all fields 0). NULL with errno EINVAL (bad config: guard_size > GOSTACK_MAX_SIZE), ENOSYS (backend not built) or ENOMEM. */
 GOSTACK_API gostack_allocator_t *gostack_allocator_new(const gostack_config_t *cfg);
 /* 0, or EBUSY (and nothing changes) while any of its stacks is in use. The default allocator is never deleted (EINVAL). */
 GOSTACK_API int gostack_allocator_delete(gostack_allocator_t *a);

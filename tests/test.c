@@ -6,7 +6,7 @@
 #include "test.h"
 
 int test_failed_checks;
-gostack_config_t test_cfg = { GOSTACK_BACKEND_DEFAULT, false, false };
+gostack_config_t test_cfg = { .backend = GOSTACK_BACKEND_DEFAULT };
 int test_threads = 0, test_scale = 0;
 
 bool

@@ -127,7 +127,7 @@ TEST(api_errors)
 	}
 	gostack_free((gostack_t){ 0, 0 });
 	gostack_allocator_free(a, (gostack_t){ 0, 0 });
-	gostack_config_t cfg = { (gostack_backend_t)42, false, false };
+	gostack_config_t cfg = { .backend = (gostack_backend_t)42 };
 
 	errno = 0;
 	CHECK(gostack_allocator_new(&cfg) == NULL);

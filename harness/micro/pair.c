@@ -27,7 +27,7 @@ main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 20000000;
 	int rounds = argc > 2 ? atoi(argv[2]) : 5;
-	gostack_config_t lf = { GOSTACK_BACKEND_LOCKFREE, false, false }, mu = { GOSTACK_BACKEND_MUTEX, false, false };
+	gostack_config_t lf = { .backend = GOSTACK_BACKEND_LOCKFREE }, mu = { .backend = GOSTACK_BACKEND_MUTEX };
 	gostack_allocator_t *a = gostack_allocator_new(&lf), *m = gostack_allocator_new(&mu);
 	static struct node nodes[2];
 
