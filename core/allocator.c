@@ -1,6 +1,6 @@
 /*
- * allocator.c: allocators and the process-wide default one, statistics,
- * reclaim, and fork.
+ * allocator.c: allocators and the process-wide default one, reclaim, and
+ * fork.
  *
  * Fork: pthread_atfork handlers take every gostack lock in the documented
  * order (backend's global hooks, e.g. RCU, first; then registry, each
@@ -23,6 +23,7 @@ static _Atomic(gostack_allocator_t *) default_alloc;
 static void
 fork_prepare(void)
 {
+	pthread_mutex_lock(&gostack__decay_lock);   /* no scavenger pass half done */
 	if (gostack__lockfree_pools != NULL && gostack__lockfree_pools->global_fork_prepare)
 		gostack__lockfree_pools->global_fork_prepare();
 	pthread_mutex_lock(&gostack__registry_lock);
@@ -44,6 +45,7 @@ fork_parent(void)
 	pthread_mutex_unlock(&gostack__registry_lock);
 	if (gostack__lockfree_pools != NULL && gostack__lockfree_pools->global_fork_parent)
 		gostack__lockfree_pools->global_fork_parent();
+	pthread_mutex_unlock(&gostack__decay_lock);
 }
 
 static void
@@ -58,6 +60,7 @@ fork_child(void)
 	if (gostack__lockfree_pools != NULL && gostack__lockfree_pools->global_fork_child)
 		gostack__lockfree_pools->global_fork_child();
 	gostack__tcache_fork_child();
+	gostack__scavenger_fork_child();
 }
 
 static void
@@ -161,59 +164,6 @@ gostack_allocator_new(const gostack_config_t *cfg)
 	return a;
 }
 
-/* Sum of a's counters; registry lock held. */
-static void
-sum_stats(gostack_allocator_t *a, struct gostack__tstat *sum, size_t *cached)
-{
-	memset(sum, 0, sizeof *sum);
-	*cached = 0;
-	gostack__tstat_add(sum, &a->dead);
-	gostack__tstat_add(sum, &a->orphan);
-	for (struct gostack__tcache *t = a->tcaches; t != NULL; t = t->next) {
-		gostack__tstat_add(sum, &t->st);
-		for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
-			*cached += atomic_load_explicit(&t->stackcache[o].size, memory_order_relaxed);
-	}
-}
-
-static size_t
-inuse_of(const struct gostack__tstat *s)
-{
-	size_t n = (size_t)(atomic_load_explicit(&s->large_alloc_bytes, memory_order_relaxed) -
-	    atomic_load_explicit(&s->large_free_bytes, memory_order_relaxed));
-
-	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
-		n += (size_t)(atomic_load_explicit(&s->allocs[o], memory_order_relaxed) -
-		    atomic_load_explicit(&s->frees[o], memory_order_relaxed)) * gostack__order_size(o);
-	return n;
-}
-
-void
-gostack_allocator_stats(gostack_allocator_t *a, gostack_stats_t *out)
-{
-	struct gostack__tstat sum;
-	size_t cached;
-
-	if (out == NULL)
-		return;
-	memset(out, 0, sizeof *out);
-	if (a == NULL)
-		return;
-	pthread_mutex_lock(&gostack__registry_lock);
-	sum_stats(a, &sum, &cached);
-	pthread_mutex_unlock(&gostack__registry_lock);
-	out->allocs = atomic_load_explicit(&sum.large_allocs, memory_order_relaxed);
-	out->frees = atomic_load_explicit(&sum.large_frees, memory_order_relaxed);
-	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
-		out->allocs += atomic_load_explicit(&sum.allocs[o], memory_order_relaxed);
-		out->frees += atomic_load_explicit(&sum.frees[o], memory_order_relaxed);
-	}
-	out->inuse_bytes = inuse_of(&sum);
-	out->cached_bytes = cached;
-	out->pooled_bytes = a->ops->pooled_bytes(a->pools, &sum);
-	out->mapped_bytes = atomic_load_explicit(&a->mapped, memory_order_relaxed);
-}
-
 size_t
 gostack_allocator_reclaim(gostack_allocator_t *a)
 {
@@ -229,9 +179,12 @@ gostack_allocator_reclaim(gostack_allocator_t *a)
 		if (a->ops->check != NULL)
 			a->ops->check(a->pools);
 	}
+	gostack__thread_prepare();
+	pthread_mutex_lock(&gostack__decay_lock);
 	bytes = a->ops->reclaim(a->pools);
 	gostack__heap_release_empty();
 	gostack__heap_scavenge();
+	pthread_mutex_unlock(&gostack__decay_lock);
 	return bytes;
 }
 
@@ -239,15 +192,17 @@ int
 gostack_allocator_delete(gostack_allocator_t *a)
 {
 	struct gostack__tstat sum;
-	size_t cached;
+	size_t cached[GOSTACK_NUM_ORDERS];
 
 	if (a == NULL || a->is_default)
 		return EINVAL;
 	gostack__thread_prepare();
+	pthread_mutex_lock(&gostack__decay_lock);
 	pthread_mutex_lock(&gostack__registry_lock);
-	sum_stats(a, &sum, &cached);
-	if (inuse_of(&sum) != 0) {
+	gostack__sum_stats(a, &sum, cached);
+	if (gostack__inuse_of(&sum) != 0) {
 		pthread_mutex_unlock(&gostack__registry_lock);
+		pthread_mutex_unlock(&gostack__decay_lock);
 		return EBUSY;
 	}
 	/* Every thread's cache of a: the owners cannot be using a any more. */
@@ -267,6 +222,7 @@ gostack_allocator_delete(gostack_allocator_t *a)
 		gostack__throw("allocator %p deleted with %zu bytes still mapped", (void *)a,
 		    atomic_load_explicit(&a->mapped, memory_order_relaxed));
 	gostack__heap_release_empty();
+	pthread_mutex_unlock(&gostack__decay_lock);
 	gostack__meta_free(a, sizeof *a);
 	return 0;
 }
@@ -342,8 +298,11 @@ default_init(void)
 	}
 	gostack_allocator_t *a = gostack_allocator_new(&cfg);
 
-	if (a != NULL)
+	if (a != NULL) {
 		a->is_default = true;
+		if (gostack__env_flag("GOSTACK_STATS", false))
+			atexit(gostack__stats_at_exit);
+	}
 	atomic_store_explicit(&default_alloc, a, memory_order_release);
 }
 

@@ -11,7 +11,10 @@
  *   stackcache.c   per-thread caches: stackcacherefill, stackcacherelease,
  *                  stackcache_clear, thread exit (mcache.stackcache)
  *   stack.c        stackalloc / stackfree and the misuse checks of free
- *   allocator.c    allocators, the default allocator, stats, reclaim, fork
+ *   allocator.c    allocators, the default allocator, reclaim, fork
+ *   stats.c        statistics: totals, per order and large, printing
+ *   scavenger.c    the background scavenger: idle memory back after decay_ms
+ *   tools.h        what AddressSanitizer and Valgrind are told about stacks
  *   pools.h        the interface of the global pools (two implementations)
  *   stackpool.c    Go's mutex stackpool[order] (stackpoolalloc/free)
  *   stacklarge.c   Go's mutex stackLarge
@@ -83,8 +86,10 @@ GOSTACK__HIDDEN void gostack__meta_fork_child(void);
 enum gostack__release {
 	GOSTACK__RELEASE_DECOMMIT,   /* back to the heap dirty; madvise(MADV_DONTNEED) by the
 	                                heap's scavenger (past GOSTACK__HEAP_RETAIN, or reclaim) */
-	GOSTACK__RELEASE_UNMAP       /* PROT_NONE hole, mapped back on reuse: only after
+	GOSTACK__RELEASE_UNMAP,      /* PROT_NONE hole, mapped back on reuse: only after
 	                                no thread can still read it (lockfree/: after a grace period) */
+	GOSTACK__RELEASE_IDLE        /* as DECOMMIT, but the span was idle for its decay time
+	                                already: the scavenger's next pass gives it back */
 };
 
 /* Go's allocManual: a span for allocator a, in state `state` (SPAN_POOL or
@@ -106,6 +111,11 @@ GOSTACK__HIDDEN struct gostack__span *gostack__span_of(uintptr_t addr);
 #define GOSTACK__HEAP_RETAIN ((size_t)16 << 20)
 /* Every dirty free block back to the OS (madvise); returns the bytes. */
 GOSTACK__HIDDEN size_t gostack__heap_scavenge(void);
+/* Dirty free blocks whose decay deadline is <= now back to the OS; *next:
+ * the earliest deadline left (UINT64_MAX: none). Returns the bytes. */
+GOSTACK__HIDDEN size_t gostack__heap_decay(uint64_t now, uint64_t *next);
+/* Bytes of dirty free blocks. */
+GOSTACK__HIDDEN size_t gostack__heap_dirty(void);
 /* Unmap arenas that hold no span; returns bytes unmapped. */
 GOSTACK__HIDDEN size_t gostack__heap_release_empty(void);
 GOSTACK__HIDDEN void gostack__heap_fork_prepare(void);
@@ -211,6 +221,18 @@ GOSTACK__HIDDEN bool gostack__env_flag(const char *name, bool def);
 /* GOSTACK_DEBUG=1 in the environment (read once). */
 GOSTACK__HIDDEN bool gostack__debug_env(void);
 
+/* ---- scavenger.c -------------------------------------------------------- */
+
+/* CLOCK_MONOTONIC_COARSE in milliseconds (vDSO, no syscall). */
+GOSTACK__HIDDEN uint64_t gostack__now_ms(void);
+/* Make sure the background scavenger runs (started on first need, again in
+ * a fork child); cheap when it does: one relaxed load. */
+GOSTACK__HIDDEN void gostack__scavenger_kick(void);
+/* Held by the scavenger for a whole pass, and by stats, reclaim and delete,
+ * so that they never see a pass half done. Lock order: first of all. */
+GOSTACK__HIDDEN extern pthread_mutex_t gostack__decay_lock;
+GOSTACK__HIDDEN void gostack__scavenger_fork_child(void);
+
 /* ---- allocator.c ------------------------------------------------------- */
 
 struct gostack__pools_ops;
@@ -234,6 +256,7 @@ struct gostack_allocator {
 	size_t guard;                /* guard bytes below each stack, page-rounded; 0: none */
 	size_t page;                 /* OS page size when guard != 0 */
 	int decay_ms;                /* > 0, or -1: never */
+	uint64_t decay_sweep_at;     /* decay_lock: the scavenger's next pool sweep of a */
 	const struct gostack__pools_ops *ops;
 	void *pools;
 	_Alignas(GOSTACK__CACHELINE) _Atomic size_t mapped;
@@ -281,6 +304,15 @@ gostack__count_shared(_Atomic uint64_t *c, uint64_t d)
 }
 
 GOSTACK__HIDDEN extern gostack_allocator_t *gostack__allocators; /* registry lock */
+
+/* ---- stats.c ----------------------------------------------------------- */
+
+/* Sum of a's counters and its threads' cached bytes per order; registry lock held. */
+GOSTACK__HIDDEN void gostack__sum_stats(gostack_allocator_t *a, struct gostack__tstat *sum,
+    size_t cached[GOSTACK_NUM_ORDERS]);
+GOSTACK__HIDDEN size_t gostack__inuse_of(const struct gostack__tstat *s);
+/* GOSTACK_STATS=1: the default allocator's statistics on stderr (atexit). */
+GOSTACK__HIDDEN void gostack__stats_at_exit(void);
 /* Library init (pthread_once): TLS key, fork handlers. */
 GOSTACK__HIDDEN void gostack__init(void);
 /* Before core takes the registry lock on a path that gives stacks back to

@@ -48,6 +48,7 @@ static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct gostack__arena *arenas;   /* heap lock */
 static size_t reserved;                 /* heap lock: bytes in arenas */
 static size_t dirty_bytes;              /* heap lock: bytes of free blocks flagged DIRTY */
+static uint64_t dirty_next = UINT64_MAX;/* heap lock: <= the earliest decay_at of a DIRTY block */
 _Atomic(struct gostack__span *) *_Atomic gostack__arena_table;
 
 struct gostack__span *
@@ -70,14 +71,18 @@ unit_of(struct gostack__arena *ar, struct gostack__span *s)
 }
 
 static void
-free_insert(struct gostack__arena *ar, size_t u, unsigned h, uint8_t flags)
+free_insert(struct gostack__arena *ar, size_t u, unsigned h, uint8_t flags, uint64_t decay_at)
 {
 	struct gostack__span *s = &ar->spans[u];
 
 	s->horder = (uint8_t)h;
 	s->hflags = flags;
-	if (flags & GOSTACK__BLOCK_DIRTY)
+	s->decay_at = decay_at;
+	if (flags & GOSTACK__BLOCK_DIRTY) {
 		dirty_bytes += (size_t)1 << (h + GOSTACK__SPAN_SHIFT);
+		if (decay_at < dirty_next)
+			dirty_next = decay_at;
+	}
 	s->hprev = NULL;
 	s->hnext = ar->free[h];
 	if (s->hnext != NULL)
@@ -103,9 +108,10 @@ free_remove(struct gostack__arena *ar, struct gostack__span *s)
 }
 
 /* Free block (u, h): coalesce with free buddies, then list it. A merged
- * block carries both halves' flags (it may hold a hole, or dirty pages). */
+ * block carries both halves' flags (it may hold a hole, or dirty pages) and
+ * the earlier decay deadline of its dirty halves. */
 static void
-free_block(struct gostack__arena *ar, size_t u, unsigned h, uint8_t flags)
+free_block(struct gostack__arena *ar, size_t u, unsigned h, uint8_t flags, uint64_t decay_at)
 {
 	ar->free_units += (size_t)1 << h;
 	while (h < ar->max_horder) {
@@ -116,19 +122,21 @@ free_block(struct gostack__arena *ar, size_t u, unsigned h, uint8_t flags)
 		    bs->horder != h)
 			break;
 		free_remove(ar, bs);
+		if ((bs->hflags & GOSTACK__BLOCK_DIRTY) && bs->decay_at < decay_at)
+			decay_at = bs->decay_at;
 		flags |= bs->hflags;
 		u &= ~((size_t)1 << h);
 		atomic_store_explicit(&ar->spans[u ^ ((size_t)1 << h)].state, GOSTACK__SPAN_NONE,
 		    memory_order_relaxed);
 		h++;
 	}
-	free_insert(ar, u, h, flags);
+	free_insert(ar, u, h, flags, decay_at);
 }
 
 /* A block of 2^h units, split from the smallest free block that fits; or
  * SIZE_MAX. *flags: the block's HOLE/DIRTY flags. */
 static size_t
-alloc_block(struct gostack__arena *ar, unsigned h, uint8_t *flags)
+alloc_block(struct gostack__arena *ar, unsigned h, uint8_t *flags, uint64_t *decay_at)
 {
 	unsigned j = h;
 
@@ -139,34 +147,47 @@ alloc_block(struct gostack__arena *ar, unsigned h, uint8_t *flags)
 	struct gostack__span *s = ar->free[j];
 	size_t u = unit_of(ar, s);
 	uint8_t fl = s->hflags;
+	uint64_t at = s->decay_at;
 
 	free_remove(ar, s);
 	while (j > h) {
 		j--;
-		free_insert(ar, u + ((size_t)1 << j), j, fl);
+		free_insert(ar, u + ((size_t)1 << j), j, fl, at);
 	}
 	ar->free_units -= (size_t)1 << h;
 	*flags = fl;
+	*decay_at = at;
 	return u;
 }
 
-/* Go's scavenger, all at once: every dirty free block back to the OS. The
- * blocks are free and the heap lock is held, so nobody can be using them. */
-static void
-scavenge_locked(void)
+/* Go's scavenger: dirty free blocks whose deadline is <= until back to the
+ * OS (UINT64_MAX: all of them); recomputes dirty_next. The blocks are free
+ * and the heap lock is held, so nobody can be using them. Returns bytes. */
+static size_t
+scavenge_locked(uint64_t until)
 {
+	size_t n = 0;
+
+	dirty_next = UINT64_MAX;
 	for (struct gostack__arena *ar = arenas; ar != NULL && dirty_bytes != 0; ar = ar->next) {
 		for (unsigned h = 0; h <= ar->max_horder; h++) {
 			for (struct gostack__span *s = ar->free[h]; s != NULL; s = s->hnext) {
 				if (!(s->hflags & GOSTACK__BLOCK_DIRTY))
 					continue;
+				if (s->decay_at > until) {
+					if (s->decay_at < dirty_next)
+						dirty_next = s->decay_at;
+					continue;
+				}
 				gostack__os_decommit((void *)(ar->base + (unit_of(ar, s) << GOSTACK__SPAN_SHIFT)),
 				    (size_t)1 << (h + GOSTACK__SPAN_SHIFT));
 				s->hflags &= (uint8_t)~GOSTACK__BLOCK_DIRTY;
 				dirty_bytes -= (size_t)1 << (h + GOSTACK__SPAN_SHIFT);
+				n += (size_t)1 << (h + GOSTACK__SPAN_SHIFT);
 			}
 		}
 	}
+	return n;
 }
 
 size_t
@@ -175,8 +196,31 @@ gostack__heap_scavenge(void)
 	size_t n;
 
 	pthread_mutex_lock(&heap_lock);
+	n = scavenge_locked(UINT64_MAX);
+	pthread_mutex_unlock(&heap_lock);
+	return n;
+}
+
+size_t
+gostack__heap_decay(uint64_t now, uint64_t *next)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&heap_lock);
+	if (dirty_next <= now)
+		n = scavenge_locked(now);
+	*next = dirty_next;
+	pthread_mutex_unlock(&heap_lock);
+	return n;
+}
+
+size_t
+gostack__heap_dirty(void)
+{
+	size_t n;
+
+	pthread_mutex_lock(&heap_lock);
 	n = dirty_bytes;
-	scavenge_locked();
 	pthread_mutex_unlock(&heap_lock);
 	return n;
 }
@@ -224,7 +268,7 @@ arena_new(size_t bytes)
 
 		while (u + ((size_t)1 << h) > ar->nunits)
 			h--;
-		free_block(ar, u, h, 0);
+		free_block(ar, u, h, 0, UINT64_MAX);
 		u += (size_t)1 << h;
 	}
 	ar->next = arenas;
@@ -263,15 +307,16 @@ gostack__span_alloc(gostack_allocator_t *a, uint8_t state, size_t elemsize)
 	struct gostack__arena *ar;
 	size_t u = SIZE_MAX;
 	uint8_t flags = 0;
+	uint64_t decay_at = UINT64_MAX;
 
 	pthread_mutex_lock(&heap_lock);
 	for (ar = arenas; ar != NULL; ar = ar->next) {
-		if (ar->max_horder > h && (u = alloc_block(ar, h, &flags)) != SIZE_MAX)
+		if (ar->max_horder > h && (u = alloc_block(ar, h, &flags, &decay_at)) != SIZE_MAX)
 			break;
 	}
 	if (ar == NULL) {
 		ar = arena_new(bytes);
-		if (ar == NULL || (u = alloc_block(ar, h, &flags)) == SIZE_MAX) {
+		if (ar == NULL || (u = alloc_block(ar, h, &flags, &decay_at)) == SIZE_MAX) {
 			pthread_mutex_unlock(&heap_lock);
 			errno = ENOMEM;
 			return NULL;
@@ -303,7 +348,7 @@ gostack__span_alloc(gostack_allocator_t *a, uint8_t state, size_t elemsize)
 	if (((flags & GOSTACK__BLOCK_HOLE) && !gostack__os_refill((void *)s->base, bytes)) ||
 	    (s->guard != 0 && !install_guards(s))) {
 		pthread_mutex_lock(&heap_lock);
-		free_block(ar, u, h, flags);
+		free_block(ar, u, h, flags, decay_at);
 		pthread_mutex_unlock(&heap_lock);
 		errno = ENOMEM;
 		return NULL;
@@ -312,6 +357,8 @@ gostack__span_alloc(gostack_allocator_t *a, uint8_t state, size_t elemsize)
 	 * checks accept the span's stacks only from here on. */
 	atomic_store_explicit(&s->state, state, memory_order_release);
 	atomic_fetch_add_explicit(&a->mapped, gostack__span_stack_bytes(s), memory_order_relaxed);
+	if (a->decay_ms >= 0)
+		gostack__scavenger_kick();   /* memory to watch from now on */
 	return s;
 }
 
@@ -321,6 +368,11 @@ gostack__span_free(gostack_allocator_t *a, struct gostack__span *s, enum gostack
 	size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
 	struct gostack__arena *ar = arena_of_span(s);
 	uint8_t flags = GOSTACK__BLOCK_DIRTY;
+	/* Dirty pages go back once idle for the allocator's decay time (an idle
+	 * pooled span already was: at the scavenger's next pass). */
+	int decay = a != NULL ? a->decay_ms : GOSTACK__DECAY_DEFAULT_MS;
+	uint64_t decay_at = how == GOSTACK__RELEASE_IDLE ? 0 :
+	    decay < 0 ? UINT64_MAX : gostack__now_ms() + (uint64_t)decay;
 
 	if (a != NULL)
 		atomic_fetch_sub_explicit(&a->mapped, gostack__span_stack_bytes(s), memory_order_relaxed);
@@ -333,9 +385,9 @@ gostack__span_free(gostack_allocator_t *a, struct gostack__span *s, enum gostack
 		gostack__os_unguard((void *)s->base, bytes);
 	pthread_mutex_lock(&heap_lock);
 	atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
-	free_block(ar, (s->base - ar->base) >> GOSTACK__SPAN_SHIFT, s->horder, flags);
+	free_block(ar, (s->base - ar->base) >> GOSTACK__SPAN_SHIFT, s->horder, flags, decay_at);
 	if (dirty_bytes > GOSTACK__HEAP_RETAIN)
-		scavenge_locked();
+		scavenge_locked(UINT64_MAX);
 	pthread_mutex_unlock(&heap_lock);
 }
 

@@ -32,8 +32,9 @@ struct gostack__pools_ops {
 	/* stackLarge: keep the freed large span or give it back to the OS. */
 	void (*large_put)(void *p, struct gostack__span *s);
 	/* Bytes of free stacks in the pools (small and large); sum: the
-	 * allocator's counters, with every pool transfer core made. */
-	size_t (*pooled_bytes)(void *p, const struct gostack__tstat *sum);
+	 * allocator's counters, with every pool transfer core made. per_class
+	 * (may be NULL): the same per order, then stackLarge's. */
+	size_t (*pooled_bytes)(void *p, const struct gostack__tstat *sum, size_t per_class[GOSTACK_NUM_ORDERS + 1]);
 	/* Fully free spans and all of stackLarge back to the OS; bytes released.
 	 * When it returns, the memory is back (pending deferred releases done). */
 	size_t (*reclaim)(void *p);
@@ -47,6 +48,11 @@ struct gostack__pools_ops {
 	 * backend never has to register the thread (urcu-bp) under a lock that
 	 * fork_prepare also takes; may be NULL. */
 	void (*global_thread_prepare)(void);
+	/* The scavenger's pass (decay_lock and registry lock held): spans idle
+	 * in stackLarge since before `now` (decay_at) go back; when `sweep`,
+	 * free pool spans that stayed free since the previous sweeping pass go
+	 * back too. Returns the bytes given back. */
+	size_t (*decay)(void *p, uint64_t now, bool sweep);
 	/* Debug mode: check the pools' invariants (may be NULL). */
 	void (*check)(void *p);
 	/* Per-instance locks, taken after the registry lock, before the heap lock. */

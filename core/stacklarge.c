@@ -31,6 +31,9 @@ gostack__stackLarge_put(void *p, struct gostack__span *s)
 	struct gostack__mutex_pools *mp = p;
 	size_t bytes = gostack__span_stack_bytes(s);
 
+	int decay = mp->a->decay_ms;
+
+	s->decay_at = decay < 0 ? UINT64_MAX : gostack__now_ms() + (uint64_t)decay;
 	pthread_mutex_lock(&mp->stackLarge.lock);
 	if (mp->stackLarge.bytes + bytes <= GOSTACK__LARGE_KEEP) {
 		gostack__spanlist_insert(&mp->stackLarge.free[gostack__large_list(s)], s);
@@ -80,6 +83,38 @@ gostack__stackLarge_reclaim(struct gostack__mutex_pools *mp)
 
 		all = s->next;
 		gostack__span_free(mp->a, s, GOSTACK__RELEASE_DECOMMIT);
+	}
+	return bytes;
+}
+
+/* The scavenger: spans idle in stackLarge since their decay_at go back. */
+size_t
+gostack__stackLarge_decay(struct gostack__mutex_pools *mp, uint64_t now)
+{
+	struct gostack__span *old = NULL;
+	size_t bytes = 0;
+
+	pthread_mutex_lock(&mp->stackLarge.lock);
+	for (int i = 0; i < GOSTACK__LARGE_LISTS; i++) {
+		struct gostack__spanlist *l = &mp->stackLarge.free[i];
+
+		for (struct gostack__span *s = l->first, *nx; s != NULL; s = nx) {
+			nx = s->next;
+			if (s->decay_at > now)
+				continue;
+			gostack__spanlist_remove(l, s);
+			mp->stackLarge.bytes -= gostack__span_stack_bytes(s);
+			bytes += gostack__span_stack_bytes(s);
+			s->next = old;
+			old = s;
+		}
+	}
+	pthread_mutex_unlock(&mp->stackLarge.lock);
+	while (old != NULL) {
+		struct gostack__span *s = old;
+
+		old = s->next;
+		gostack__span_free(mp->a, s, GOSTACK__RELEASE_IDLE);
 	}
 	return bytes;
 }

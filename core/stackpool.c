@@ -167,18 +167,24 @@ mutex_create(gostack_allocator_t *a)
 }
 
 static size_t
-mutex_pooled_bytes(void *p, const struct gostack__tstat *sum)
+mutex_pooled_bytes(void *p, const struct gostack__tstat *sum, size_t per_class[GOSTACK_NUM_ORDERS + 1])
 {
 	struct gostack__mutex_pools *mp = p;
-	size_t n = 0;
+	size_t n = 0, b;
 
 	(void)sum;   /* counted exactly under the order locks instead */
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
 		pthread_mutex_lock(&mp->stackpool[o].mu);
-		n += mp->stackpool[o].free_bytes;
+		b = mp->stackpool[o].free_bytes;
 		pthread_mutex_unlock(&mp->stackpool[o].mu);
+		n += b;
+		if (per_class != NULL)
+			per_class[o] = b;
 	}
-	return n + gostack__stackLarge_bytes(mp);
+	b = gostack__stackLarge_bytes(mp);
+	if (per_class != NULL)
+		per_class[GOSTACK_NUM_ORDERS] = b;
+	return n + b;
 }
 
 static size_t
@@ -186,6 +192,14 @@ mutex_reclaim(void *p)
 {
 	/* Pool spans went back the moment they became free (Go, GC off). */
 	return gostack__stackLarge_reclaim(p);
+}
+
+static size_t
+mutex_decay(void *p, uint64_t now, bool sweep)
+{
+	/* Pool spans went to the heap when they emptied (the heap decays them). */
+	(void)sweep;
+	return gostack__stackLarge_decay(p, now);
 }
 
 static void
@@ -276,6 +290,7 @@ const struct gostack__pools_ops gostack__mutex_pools = {
 	.large_put = gostack__stackLarge_put,
 	.pooled_bytes = mutex_pooled_bytes,
 	.reclaim = mutex_reclaim,
+	.decay = mutex_decay,
 	.check = mutex_check,
 	.fork_prepare = mutex_fork_prepare,
 	.fork_parent = mutex_fork_parent,

@@ -36,5 +36,6 @@ GOSTACK__HIDDEN struct gostack__span *gostack__stackLarge_get(void *p, unsigned 
 GOSTACK__HIDDEN void gostack__stackLarge_put(void *p, struct gostack__span *s);
 GOSTACK__HIDDEN size_t gostack__stackLarge_bytes(struct gostack__mutex_pools *mp);
 GOSTACK__HIDDEN size_t gostack__stackLarge_reclaim(struct gostack__mutex_pools *mp);
+GOSTACK__HIDDEN size_t gostack__stackLarge_decay(struct gostack__mutex_pools *mp, uint64_t now);
 
 #endif /* GOSTACK_STACKPOOL_H */

@@ -79,6 +79,24 @@ typedef struct gostack_stats {
 	size_t mapped_bytes;           /* span memory obtained from the OS and not yet returned */
 } gostack_stats_t;
 
+/* One size class: an order (2, 4, 8, 16 KiB) or all large stacks. */
+typedef struct gostack_class_stats {
+	size_t size;                   /* stack size of the order; 0 for the large class */
+	uint64_t allocs, frees;
+	size_t inuse_bytes, cached_bytes, pooled_bytes;
+} gostack_class_stats_t;
+
+typedef struct gostack_stats_detail {
+	gostack_stats_t total;         /* what gostack_allocator_stats() gives */
+	gostack_class_stats_t order[GOSTACK_NUM_ORDERS];
+	gostack_class_stats_t large;   /* stacks of 32 KiB and more; pooled = stackLarge */
+	size_t heap_dirty_bytes;       /* process-wide: freed spans' pages still committed, waiting for decay */
+	gostack_backend_t backend;     /* GOSTACK_BACKEND_MUTEX or GOSTACK_BACKEND_LOCKFREE */
+	bool no_cache;
+	size_t guard_size;             /* page-rounded; 0: none */
+	int decay_ms;                  /* effective: > 0, or -1 (never) */
+} gostack_stats_detail_t;
+
 /* The process-wide default allocator (GOSTACK_NOCACHE=1, GOSTACK_BACKEND=mutex|lockfree). */
 GOSTACK_API gostack_t gostack_alloc(size_t size);
 GOSTACK_API void gostack_free(gostack_t stk);
@@ -96,6 +114,13 @@ GOSTACK_API void gostack_thread_flush(void);
 GOSTACK_API size_t gostack_allocator_reclaim(gostack_allocator_t *a);
 /* Exact whenever no alloc or free of a is running; then inuse + cached + pooled == mapped. */
 GOSTACK_API void gostack_allocator_stats(gostack_allocator_t *a, gostack_stats_t *out);
+/* The same, per order and for large stacks, with the allocator's settings;
+ * the classes' inuse, cached and pooled add up to the totals. */
+GOSTACK_API void gostack_allocator_stats_detail(gostack_allocator_t *a, gostack_stats_detail_t *out);
+/* Print a's statistics to file descriptor fd (2: stderr), each line starting
+ * "gostack: ". GOSTACK_STATS=1 prints the default allocator's at exit.
+ * 0, or -1 with errno (EINVAL: a is NULL; or write's error). */
+GOSTACK_API int gostack_allocator_stats_print(gostack_allocator_t *a, int fd);
 
 #ifdef __cplusplus
 }

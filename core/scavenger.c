@@ -1,0 +1,189 @@
+/*
+ * scavenger.c: memory that goes back by itself (config.decay_ms), Go's
+ * background scavenger (runtime/mgcscavenge.go: bgscavenge) for stacks.
+ *
+ * One background thread, started on first need (the first span taken from
+ * the heap) and again in a fork child, makes a pass every
+ * max(10, min decay_ms / 2) ms while there is anything to give back:
+ *   - stackLarge: a span freed into it at least decay_ms ago goes back
+ *     (pools_ops.decay);
+ *   - lock-free pool spans: every decay_ms a sweep (Go's freeStackSpans)
+ *     retires the spans whose stacks were all free at this sweep and at the
+ *     previous one (so idle between decay_ms and 2 x decay_ms); the mutex
+ *     pools free a span the moment its last stack comes back, as Go does;
+ *   - the heap: a freed span's pages stay committed for decay_ms (reuse
+ *     costs no page fault), then go back with MADV_DONTNEED.
+ * Free stacks in a span that still has stacks in use, and stacks in a
+ * thread's cache (at most 32 KiB per order), stay committed, as in Go.
+ *
+ * The hot paths do nothing for this: no clock read, no counter. Slow paths
+ * read CLOCK_MONOTONIC_COARSE (vDSO) to stamp a span that enters stackLarge
+ * or the heap, and gostack__span_alloc kicks the thread.
+ *
+ * Sleeping: with nothing to give back and no memory mapped the thread sleeps
+ * until kicked. The kick and the decision to sleep form a Dekker pair on
+ * `events` and `state` (both seq_cst): a kick either sees IDLE and signals
+ * under the mutex the thread waits with, or the thread sees the new event
+ * and does not sleep.
+ *
+ * Fork: the thread does not exist in the child; fork_prepare takes
+ * gostack__decay_lock first of all, so no pass is half done, and the child
+ * starts a new thread on its next kick. The thread blocks every signal.
+ */
+#include <signal.h>
+#include <time.h>
+
+#include "pools.h"
+
+enum { SCAV_NONE, SCAV_RUNNING, SCAV_IDLE, SCAV_FAILED };
+
+pthread_mutex_t gostack__decay_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t scav_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t scav_cv;
+static _Atomic int scav_state;
+static _Atomic uint64_t events;
+
+#define PERIOD_MIN_MS 10
+#define PERIOD_MAX_MS 1000
+
+uint64_t
+gostack__now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* One pass; returns the ms to sleep, or -1: nothing to do until kicked. */
+static long
+pass(void)
+{
+	uint64_t now, next;
+	int min_decay = -1;
+	bool busy = false;
+
+	gostack__thread_prepare();   /* (urcu-bp registration, before any lock) */
+	pthread_mutex_lock(&gostack__decay_lock);
+	now = gostack__now_ms();
+	pthread_mutex_lock(&gostack__registry_lock);
+	for (gostack_allocator_t *a = gostack__allocators; a != NULL; a = a->next) {
+		if (a->decay_ms < 0)
+			continue;
+		bool sweep = now >= a->decay_sweep_at;
+
+		a->ops->decay(a->pools, now, sweep);
+		if (sweep)
+			a->decay_sweep_at = now + (uint64_t)a->decay_ms;
+		if (atomic_load_explicit(&a->mapped, memory_order_relaxed) != 0)
+			busy = true;
+		if (min_decay < 0 || a->decay_ms < min_decay)
+			min_decay = a->decay_ms;
+	}
+	pthread_mutex_unlock(&gostack__registry_lock);
+	gostack__heap_decay(now, &next);
+	pthread_mutex_unlock(&gostack__decay_lock);
+	if (next != UINT64_MAX)
+		busy = true;
+	if (!busy)
+		return -1;
+	long p = min_decay < 0 ? PERIOD_MAX_MS : min_decay / 2;
+
+	if (next != UINT64_MAX && next > now && (long)(next - now) < p)
+		p = (long)(next - now);   /* a dirty block's deadline comes first */
+	return p < PERIOD_MIN_MS ? PERIOD_MIN_MS : p > PERIOD_MAX_MS ? PERIOD_MAX_MS : p;
+}
+
+static void *
+scavenger_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		uint64_t seen = atomic_load_explicit(&events, memory_order_seq_cst);
+		long ms = pass();
+
+		pthread_mutex_lock(&scav_mu);
+		if (ms < 0) {
+			atomic_store_explicit(&scav_state, SCAV_IDLE, memory_order_seq_cst);
+			if (atomic_load_explicit(&events, memory_order_seq_cst) == seen) {
+				while (atomic_load_explicit(&scav_state, memory_order_relaxed) == SCAV_IDLE)
+					pthread_cond_wait(&scav_cv, &scav_mu);
+			} else {
+				atomic_store_explicit(&scav_state, SCAV_RUNNING, memory_order_relaxed);
+			}
+		} else {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			ts.tv_sec += ms / 1000;
+			ts.tv_nsec += (ms % 1000) * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&scav_cv, &scav_mu, &ts);
+		}
+		pthread_mutex_unlock(&scav_mu);
+	}
+	return NULL;
+}
+
+/* scav_mu held. */
+static void
+start_locked(void)
+{
+	pthread_condattr_t ca;
+	pthread_attr_t at;
+	sigset_t all, old;
+	pthread_t tid;
+	int err;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&scav_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);   /* the thread inherits it */
+	err = pthread_create(&tid, &at, scavenger_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&at);
+	if (err != 0) {
+		atomic_store_explicit(&scav_state, SCAV_FAILED, memory_order_seq_cst);
+		gostack__warn("cannot start the scavenger thread (error %d): idle memory goes back "
+		    "only through gostack_allocator_reclaim", err);
+		return;
+	}
+	atomic_store_explicit(&scav_state, SCAV_RUNNING, memory_order_seq_cst);
+}
+
+void
+gostack__scavenger_kick(void)
+{
+	atomic_fetch_add_explicit(&events, 1, memory_order_seq_cst);
+	int st = atomic_load_explicit(&scav_state, memory_order_seq_cst);
+
+	if (st == SCAV_RUNNING || st == SCAV_FAILED)
+		return;
+	pthread_mutex_lock(&scav_mu);
+	st = atomic_load_explicit(&scav_state, memory_order_relaxed);
+	if (st == SCAV_NONE) {
+		start_locked();
+	} else if (st == SCAV_IDLE) {
+		atomic_store_explicit(&scav_state, SCAV_RUNNING, memory_order_relaxed);
+		pthread_cond_signal(&scav_cv);
+	}
+	pthread_mutex_unlock(&scav_mu);
+}
+
+void
+gostack__scavenger_fork_child(void)
+{
+	pthread_mutex_init(&gostack__decay_lock, NULL);
+	pthread_mutex_init(&scav_mu, NULL);
+	/* The thread did not survive: the next kick starts one (with a new
+	 * condition variable). A failed start stays failed. */
+	if (atomic_load_explicit(&scav_state, memory_order_relaxed) != SCAV_FAILED)
+		atomic_store_explicit(&scav_state, SCAV_NONE, memory_order_relaxed);
+}
