@@ -53,6 +53,15 @@ GOSTACK__HIDDEN void gostack__os_decommit(void *p, size_t size);
 GOSTACK__HIDDEN bool gostack__os_punch(void *p, size_t size);
 /* Map a hole back (MAP_FIXED); false with errno on failure. */
 GOSTACK__HIDDEN bool gostack__os_refill(void *p, size_t size);
+/*
+ * Stack memory is MADV_NOHUGEPAGE unless GOSTACK_THP=1: with transparent
+ * huge pages "always", touching one 2 KiB stack of an arena would commit a
+ * 2 MiB page (thousands of idle coroutines would cost GiBs), khugepaged
+ * would collapse free stacks back into RSS after decay gave them back, and
+ * a 4 KiB MADV_DONTNEED or guard would split huge pages. Applied to whole
+ * arenas, and to holes mapped back, so that mappings keep merging.
+ */
+GOSTACK__HIDDEN void gostack__os_nohugepage(void *p, size_t size);
 /* The OS page size (guards are rounded to it). */
 GOSTACK__HIDDEN size_t gostack__os_page(void);
 /* Make [p, p + size) a guard: any access faults. MADV_GUARD_INSTALL (no new

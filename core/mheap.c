@@ -256,6 +256,7 @@ arena_new(size_t bytes)
 			return NULL;
 		size >>= 1;
 	}
+	gostack__os_nohugepage(ar, size);
 	ar->base = (uintptr_t)ar;
 	ar->size = size;
 	ar->nunits = size >> GOSTACK__SPAN_SHIFT;

@@ -110,7 +110,23 @@ gostack__os_refill(void *p, size_t size)
 		errno = ENOMEM;
 		return false;
 	}
+	gostack__os_nohugepage(p, size);   /* same flags as the arena: the mapping merges back */
 	return true;
+}
+
+void
+gostack__os_nohugepage(void *p, size_t size)
+{
+	static _Atomic int thp = -1;
+	int v = atomic_load_explicit(&thp, memory_order_relaxed);
+
+	if (v < 0) {
+		v = gostack__env_flag("GOSTACK_THP", false);
+		atomic_store_explicit(&thp, v, memory_order_relaxed);
+	}
+	/* Failure (a kernel without THP) changes nothing. */
+	if (!v)
+		(void)madvise(p, size, MADV_NOHUGEPAGE);
 }
 
 size_t

@@ -187,6 +187,52 @@ TEST(default_allocator_env_decay)
 	CHECK_EQ(mapped(a), 0);
 }
 
+/* ---- huge pages ---- */
+
+/* The VmFlags line of the mapping holding addr ("" if none). */
+static void
+vmflags_of(uintptr_t addr, char *out, size_t cap)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	bool in = false;
+
+	out[0] = '\0';
+	if (f == NULL)
+		return;
+	while (fgets(line, sizeof line, f) != NULL) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+			in = addr >= lo && addr < hi;
+		else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+			snprintf(out, cap, "%s", line + 8);
+			break;
+		}
+	}
+	fclose(f);
+}
+
+/* Stack memory is MADV_NOHUGEPAGE ("nh") unless GOSTACK_THP=1. */
+TEST(no_huge_pages)
+{
+	gostack_allocator_t *a = test_allocator();
+	gostack_t s = gostack_allocator_alloc(a, 8192), l = gostack_allocator_alloc(a, 1 << 20);
+	char f1[512], f2[512];
+	bool thp = getenv("GOSTACK_THP") != NULL && strcmp(getenv("GOSTACK_THP"), "1") == 0;
+
+	REQUIRE(s.lo != 0 && l.lo != 0);
+	vmflags_of(s.lo, f1, sizeof f1);
+	vmflags_of(l.lo, f2, sizeof f2);
+	printf("     VmFlags of an 8 KiB stack:%s", f1);
+	CHECK(f1[0] != '\0' && f2[0] != '\0');
+	CHECK((strstr(f1, " nh") != NULL) == !thp);
+	CHECK((strstr(f2, " nh") != NULL) == !thp);
+	gostack_allocator_free(a, s);
+	gostack_allocator_free(a, l);
+	CHECK_EQ(gostack_allocator_delete(a), 0);
+}
+
 /* ---- statistics ---- */
 
 TEST(stats_detail)
@@ -381,4 +427,4 @@ TEST(env_bad_values_warn)
 }
 
 TEST_MAIN(T(decay_returns_memory), T(decay_never), T(decay_in_fork_child), T(default_allocator_env_decay),
-    T(stats_detail), T(stats_at_exit), T(env_probe), T(env_bad_values_warn))
+    T(no_huge_pages), T(stats_detail), T(stats_at_exit), T(env_probe), T(env_bad_values_warn))
