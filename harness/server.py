@@ -336,8 +336,14 @@ def summary_lines(sd, fmt_rate, fmt_ratio):
                 cells.append(f"{fmt_rate(m)} ({fmt_ratio(m / refm)}{rng})")
             else:
                 cells.append(fmt_rate(m))
-        L.append(f"| `{wl}` | {mode}; {conn} | " + " | ".join(cells) + " |")
+        short = {"keepalive": "keep-alive", "close": "conn/request", "close64k": "conn/request",
+                 "grow64k": "conn/request, stack grown"}[wl.split("_")[0]]
+        L.append(f"| `{wl}` | {short}; {conn} | " + " | ".join(cells) + " |")
     L.append("")
+    loads = [float(r["loadavg"]) for r in sd["runs"] if r.get("loadavg")]
+    if loads:
+        L.append(f"1-minute load average before each run: {min(loads):.2f} .. {max(loads):.2f} (the stage itself "
+                 f"keeps about 2-3 runnable: wrk and the server; more means other work on the machine).\n")
     L.append("Errors and stack traffic, summed over the rounds: socket errors as wrk counts them "
              "(connect / read / write / timeout), responses that were not 2xx/3xx, and stack allocations per "
              "request served (the server's stats line: allocs / requests, median over the rounds).\n")
