@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Runs gostack_bench once per (workload, threads, contestant), each in its own
 process (malloc peers under LD_PRELOAD, everything else in a plain process),
-then writes all.json, data.json, context.md, summary.md and the plots.
+then the server stage (server.py: gostack-http-demo under wrk, benchmark names
+http_server/<workload>/<stacks>), then writes all.json, data.json, context.md,
+summary.md and the plots.
 
 Called by harness/run; see harness/README.md. Needs only the Python standard
 library plus matplotlib/numpy/scipy (Debian: python3-matplotlib, python3-scipy).
@@ -13,6 +15,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import re
 import shlex
 import socket
@@ -31,7 +34,7 @@ PRELOAD_SONAME = {"jemalloc": "libjemalloc.so.2", "tcmalloc": "libtcmalloc_minim
                   "mimalloc": "libmimalloc.so.2"}
 DEBIAN_PKGS = ["libc6", "gcc-12", "g++-12", "cmake", "libbenchmark-dev", "libbenchmark-tools",
                "libboost-context1.74-dev", "libck-dev", "liburcu-dev", "libjemalloc2", "libtcmalloc-minimal4", "libmimalloc2.0",
-               "python3-matplotlib"]
+               "python3-matplotlib", "wrk"]
 NAME_RE = re.compile(r"^(?P<wl>[^/]+)/(?P<c>[^/]+)/real_time/threads:(?P<t>\d+)$")
 COUNTERS = ["items_per_second", "lat_alloc_p50_ns", "lat_alloc_p99_ns", "lat_alloc_p999_ns",
             "lat_free_p50_ns", "lat_free_p99_ns", "lat_free_p999_ns", "lat_samples",
@@ -134,6 +137,12 @@ def main():
     ap.add_argument("--threads", default="", help="comma-separated thread counts (default: all; --quick: 1,2,8,64)")
     ap.add_argument("--timeout", type=float, default=600.0, help="per process, seconds")
     ap.add_argument("--cmdline", default="")
+    ap.add_argument("--server-bin", default="", help="gostack-http-demo for the server stage")
+    ap.add_argument("--wrk", default="", help="wrk for the server stage (default: wrk on PATH)")
+    ap.add_argument("--no-server", action="store_true", help="skip the server stage")
+    ap.add_argument("--server-rounds", type=int, default=0, help="server stage rounds (default 3, --quick 2)")
+    ap.add_argument("--server-duration", type=int, default=0,
+                    help="whole seconds of one wrk run (default 3, --quick 1)")
     a = ap.parse_args()
     load_at_start = open("/proc/loadavg").read().strip()
 
@@ -161,8 +170,21 @@ def main():
         if threads_sel and int(m["t"]) not in threads_sel:
             continue
         units.append((m["wl"], int(m["t"]), m["c"], name))
-    if not units:
+    import server  # noqa: E402 (harness/server.py, next to this file)
+    srv_units = [] if a.no_server else server.units(flt)
+    if not units and not srv_units:
         sys.exit(f"driver: no benchmark matches --filter {a.filter!r}")
+    srv_rounds = a.server_rounds or (2 if a.quick else 3)
+    srv_duration = a.server_duration or (1 if a.quick else 3)
+    wrk = a.wrk or shutil.which("wrk") or ""
+    if srv_units:
+        # Fail before the long google-benchmark stage, not after it.
+        if not a.server_bin or not os.access(a.server_bin, os.X_OK):
+            sys.exit(f"driver: the server stage needs gostack-http-demo (--server-bin {a.server_bin!r}: not "
+                     f"executable; build it with -DGOSTACK_BUILD_EXAMPLES=ON), or pass --no-server, or a "
+                     f"--filter that excludes {server.PREFIX}/")
+        if not wrk or not os.access(wrk, os.X_OK):
+            sys.exit("driver: the server stage needs wrk (Debian package wrk), or pass --no-server")
 
     preload = {}
     for c, so in PRELOAD_SONAME.items():
@@ -192,9 +214,10 @@ def main():
     def mt_for(t):
         return round(max(min_time, mt_per_thread * t if t > 8 else 0.0), 4)
 
-    progress(f"{len(plan)} processes: {len(steps)} (workload, threads) steps, {reps} repetitions, "
-             f"min_time {min_time}s (at 64 threads {mt_for(64)}s); {os.cpu_count()} CPUs: "
-             f"runs with more threads than CPUs are oversubscribed")
+    if plan:
+        progress(f"{len(plan)} processes: {len(steps)} (workload, threads) steps, {reps} repetitions, "
+                 f"min_time {min_time}s (at 64 threads {mt_for(64)}s); {os.cpu_count()} CPUs: "
+                 f"runs with more threads than CPUs are oversubscribed")
     failures = []
     results = []
     for k, (wl, t, c, name) in enumerate(plan, 1):
@@ -232,6 +255,15 @@ def main():
                         "error": err, "raw": os.path.join("raw", fn), "seconds": round(dt, 2),
                         "attempts": attempts, "min_time": mt_for(t)})
 
+    # The server stage, after the google-benchmark suite.
+    server_data = None
+    if srv_units:
+        server_data, srv_failures = server.run_stage(srv_units, os.path.abspath(a.server_bin), wrk, plain_env(),
+                                                     out, srv_rounds, srv_duration, 10, progress)
+        failures.extend(srv_failures)
+    elif not a.no_server and a.filter:
+        progress(f"server stage skipped: --filter {a.filter!r} matches no {server.PREFIX}/<workload>/<stacks>")
+
     # all.json: every process's benchmarks in one google-benchmark document
     # (for harness/compare); the context is the plain process's.
     merged, ctx = [], None
@@ -250,7 +282,18 @@ def main():
 
     meta = gather_context(a, info, reps, min_time, mt_per_thread, threads_sel, preload, unavailable)
     meta["load_at_start"] = load_at_start
+    if server_data:
+        sc = server_data["config"]
+        meta["server_stage"] = (f"{len(srv_units)} (workload, stacks) pairs: {', '.join(w['name'] for w in sc['workloads'])} "
+                                f"x {', '.join(sorted({u[1] for u in srv_units}, key=server.STACKS.index))}; "
+                                f"{sc['rounds']} rounds, wrk -d{sc['duration_s']}s --timeout {sc['wrk_timeout_s']}s "
+                                f"({sc['wrk_version']}); server `{sc['server_bin']}`; {sc['seconds']:.0f} s")
+    else:
+        meta["server_stage"] = ("skipped (--no-server)" if a.no_server else
+                                "skipped (--filter selects none of it)")
     data = {"meta": meta, "results": results, "failures": failures}
+    if server_data:
+        data["server"] = server_data
     with open(os.path.join(out, "data.json"), "w") as f:
         json.dump(data, f, separators=(",", ":"))
     report(out, data)
@@ -419,6 +462,7 @@ def write_context_md(out, m):
         ("Thread counts", m["threads_selected"]),
         ("Load average at end", m["load_at_end"]),
         ("Filter", m["filter"] or "(none)"),
+        ("Server stage (HTTP)", m.get("server_stage", "n/a")),
     ]
     for k, v in rows:
         L.append(f"| {k} | {str(v).replace('|', '/')} |")
@@ -499,15 +543,40 @@ WL_DESC = {
 def write_summary_md(out, data):
     m = data["meta"]
     idx = index_results(data)
+    L = [f"# gostack benchmark summary: {m['date']}, {m['host']}\n"]
+    L.append(f"{m['cpu_model']}, {m['cpus']} CPUs, Linux {m['kernel']}, {m['c_compiler']}; gostack "
+             f"{m['gostack_version']} commit {m['gostack_commit']}. Full context: [context.md](context.md). "
+             f"Command: `{m['command']}`.\n")
+    if idx:
+        summary_gbench(L, m, data, idx)
+    if data.get("server"):
+        import server  # noqa: E402
+        L.extend(server.summary_lines(data["server"], fmt_rate, fmt_ratio))
+    elif m.get("server_stage"):
+        L.append(f"Server stage (HTTP requests/s with gostack, malloc'd and mmap'd stacks): {m['server_stage']}.\n")
+    L.append("## Files\n")
+    L.append("- `raw/`: the google-benchmark JSON of every process; `all.json`: all of them in one document "
+             "(use `harness/compare`); `data.json`: what the tables and plots are made from.")
+    L.append("- Plots (PNG and SVG): `throughput_<workload>`, `ratio`, `latency_<workload>`, `memory_<workload>`"
+             + (", `server`" if data.get("server") else "") + ".\n")
+    if data["failures"]:
+        L.append("## FAILURES\n")
+        for fl in data["failures"]:
+            L.append(f"- `{fl['name']}`: {fl['error']}")
+            if fl["stderr"]:
+                L.append("  ```\n  " + fl["stderr"].replace("\n", "\n  ") + "\n  ```")
+        L.append("")
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write("\n".join(L))
+
+
+def summary_gbench(L, m, data, idx):
+    """The google-benchmark part of summary.md, appended to L."""
     present_c = [c for c in CONTESTANTS if any(k[2] == c for k in idx)]
     extra_c = sorted({k[2] for k in idx} - set(CONTESTANTS))
     present_c += extra_c
     wls = [w for w in WORKLOADS if any(k[0] == w for k in idx)] + sorted({k[0] for k in idx} - set(WORKLOADS))
     threads_all = sorted({k[1] for k in idx})
-    L = [f"# gostack benchmark summary: {m['date']}, {m['host']}\n"]
-    L.append(f"{m['cpu_model']}, {m['cpus']} CPUs, Linux {m['kernel']}, {m['c_compiler']}; gostack "
-             f"{m['gostack_version']} commit {m['gostack_commit']}. Full context: [context.md](context.md). "
-             f"Command: `{m['command']}`.\n")
     L.append(f"**Oversubscription:** this machine has {m['cpus']} CPUs; every run with more than {m['cpus']} threads "
              f"is oversubscribed (threads time-share the CPUs, and a thread can be preempted inside an allocator "
              f"critical section). Thread counts run: {', '.join(map(str, threads_all)) or 'none'}.\n")
@@ -627,19 +696,6 @@ def write_summary_md(out, data):
     for k, v in WL_DESC.items():
         L.append(f"- **{k}**: {v}.")
     L.append("")
-    L.append("## Files\n")
-    L.append("- `raw/`: the google-benchmark JSON of every process; `all.json`: all of them in one document "
-             "(use `harness/compare`); `data.json`: what the tables and plots are made from.")
-    L.append("- Plots (PNG and SVG): `throughput_<workload>`, `ratio`, `latency_<workload>`, `memory_<workload>`.\n")
-    if data["failures"]:
-        L.append("## FAILURES\n")
-        for fl in data["failures"]:
-            L.append(f"- `{fl['name']}`: {fl['error']}")
-            if fl["stderr"]:
-                L.append("  ```\n  " + fl["stderr"].replace("\n", "\n  ") + "\n  ```")
-        L.append("")
-    with open(os.path.join(out, "summary.md"), "w") as f:
-        f.write("\n".join(L))
 
 
 if __name__ == "__main__":

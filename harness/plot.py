@@ -39,18 +39,18 @@ def style(c):
     return STYLE.get(c, ("#17becf", "-", "."))
 
 
-def caption(meta):
+def caption(meta, reps=None):
     q = " (--quick)" if meta.get("quick") else ""
     return (f"{meta['cpu_model']}, {meta['cpus']} CPUs, Linux {meta['kernel']}, {meta['c_compiler']}; "
             f"gostack {meta['gostack_version']} @ {str(meta['gostack_commit'])[:12]}; {meta['date']}. "
-            f"Median of {meta['repetitions']} repetitions{q}; error bars: min..max.")
+            f"Median of {reps or str(meta['repetitions']) + ' repetitions'}{q}; error bars: min..max.")
 
 
-def finish(fig, meta, extra="", bottom=0.07):
+def finish(fig, meta, extra="", bottom=0.07, reps=None):
     """Lays the figure out and puts the machine caption under everything."""
     fig.tight_layout(rect=(0, bottom, 1, 1))
-    fig.text(0.01, 0.01, caption(meta) + (" " + extra if extra else ""), fontsize=7, ha="left", va="bottom",
-             wrap=True)
+    fig.text(0.01, 0.01, caption(meta, reps) + (" " + extra if extra else ""), fontsize=7, ha="left",
+             va="bottom", wrap=True)
 
 
 def ns_h(v, _pos=None):
@@ -279,13 +279,80 @@ def plot_memory(out, data, idx, made, only=None):
         save(fig, out, f"memory_{wl}", made)
 
 
+def plot_server(out, data, idx, made, only=None):
+    """server.png: requests/s of gostack-http-demo per workload, one bar per
+    stack source (median over the rounds, min..max), ratio to gostack on top."""
+    import server  # noqa: E402
+    sd = data.get("server")
+    if not sd:
+        return
+    meta = data["meta"]
+    by = server.by_key(sd)
+    wls = [w["name"] for w in sd["config"]["workloads"] if any(k[0] == w["name"] for k in by)]
+    if not wls:
+        return
+    colors = {"gostack": style("gostack-lockfree")[0], "malloc": style("glibc")[0], "mmap": style("mmap")[0]}
+    # One panel per connection mode: keep-alive rates are several times the
+    # others', and each panel gets its own linear axis.
+    modes = []
+    for wl in wls:
+        mode = server.label(wl)[0]
+        if mode not in [m for m, _ in modes]:
+            modes.append((mode, []))
+        [g for m, g in modes if m == mode][0].append(wl)
+    fig, axes = plt.subplots(1, len(modes), figsize=(3.2 + 2.4 * len(wls), 5.8), squeeze=False,
+                             gridspec_kw={"width_ratios": [len(g) for _, g in modes]})
+    ns = len(server.STACKS)
+    w = 0.8 / ns
+    for ax, (mode, group) in zip(axes[0], modes):
+        top = 0.0
+        for j, s in enumerate(server.STACKS):
+            xs, ms, lo, hi = [], [], [], []
+            for i, wl in enumerate(group):
+                rs = by.get((wl, s))
+                if not rs:
+                    continue
+                m, a, b = spread([r["rps"] for r in rs])
+                xs.append(i - 0.4 + w * (j + 0.5))
+                ms.append(m)
+                lo.append(a)
+                hi.append(b)
+                top = max(top, m + b)
+            ax.bar(xs, ms, width=w, yerr=[lo, hi], capsize=3, label=f"{s} stacks", color=colors[s],
+                   edgecolor="black", linewidth=0.4, error_kw={"elinewidth": 0.8})
+            for x, wl, m, b in zip(xs, [wl for wl in group if by.get((wl, s))], ms, hi):
+                ref = by.get((wl, server.REF))
+                txt = f"{m / 1e3:.1f}k"
+                if s != server.REF and ref:
+                    txt += f"\n{m / median([r['rps'] for r in ref]):.2f}x"
+                ax.annotate(txt, (x, m + b), xytext=(0, 3), textcoords="offset points", ha="center",
+                            va="bottom", fontsize=7)
+        ax.set_xticks(range(len(group)))
+        ax.set_xticklabels([server.label(wl)[1].replace(", ", "\n", 1).replace("threads, ", "threads\n") + f"\n{wl}"
+                            for wl in group], fontsize=8)
+        ax.set_ylim(0, top * 1.2)
+        ax.yaxis.set_major_formatter(FuncFormatter(human))
+        ax.set_title(mode, fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("requests / s (higher is better)")
+    axes[0][0].legend(fontsize=8, loc="lower left")
+    c = sd["config"]
+    fig.suptitle("gostack-http-demo under wrk on loopback: requests/s by coroutine stack source "
+                 "(above each bar: median and ratio to gostack)", fontsize=11)
+    finish(fig, meta, f"wrk -t2 -d{c['duration_s']}s and the server share the {meta.get('cpus')} CPUs; "
+                      f"Bars: median over the rounds; labels: median, ratio to gostack's median.",
+           bottom=0.09, reps=f"{c['rounds']} rounds (sources interleaved each round)")
+    save(fig, out, "server", made)
+
+
 _JOB = {}
 
 
 def _run_job(job):
     kind, wl = job
     made = []
-    fn = {"throughput": plot_throughput, "ratio": plot_ratio, "latency": plot_latency, "memory": plot_memory}[kind]
+    fn = {"throughput": plot_throughput, "ratio": plot_ratio, "latency": plot_latency, "memory": plot_memory,
+          "server": plot_server}[kind]
     fn(_JOB["out"], _JOB["data"], _JOB["idx"], made, [wl] if wl else None)
     return made
 
@@ -297,6 +364,8 @@ def make_all(out, data):
     wls = [w for w in WORKLOADS if any(k[0] == w for k in idx)]
     wls += sorted({k[0] for k in idx} - set(WORKLOADS))
     jobs = [("ratio", None)] + [(k, w) for w in wls for k in ("throughput", "latency", "memory")]
+    if data.get("server"):
+        jobs.append(("server", None))
     try:
         import multiprocessing
         with multiprocessing.get_context("fork").Pool(max(1, min(4, os.cpu_count() or 1))) as pool:
