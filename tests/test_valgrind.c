@@ -68,7 +68,7 @@ int
 main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
-	gostack_config_t cfg = { GOSTACK_BACKEND_DEFAULT, false, false };
+	gostack_config_t cfg = { .backend = GOSTACK_BACKEND_DEFAULT };
 	gostack_allocator_t *a = gostack_allocator_new(&cfg), *n, *d;
 
 	cfg.no_cache = true;

@@ -19,7 +19,7 @@
 
 #include "gostack.h"
 
-#define NALLOC 5
+#define NALLOC 7
 #define MAXLIVE 128
 
 static gostack_allocator_t *A[NALLOC];
@@ -82,6 +82,9 @@ init(void)
 		{ GOSTACK_BACKEND_LOCKFREE, false, false },
 		{ GOSTACK_BACKEND_LOCKFREE, true, false },
 		{ GOSTACK_BACKEND_LOCKFREE, false, true },
+		/* guard pages, and a scavenger pass every 10 ms beside the fuzzing */
+		{ .backend = GOSTACK_BACKEND_LOCKFREE, .guard_size = 4096, .decay_ms = 1 },
+		{ .backend = GOSTACK_BACKEND_MUTEX, .no_cache = true, .guard_size = 8192, .decay_ms = 1 },
 	};
 
 	for (int i = 0; i < NALLOC; i++)
