@@ -56,14 +56,15 @@ void __tsan_release(void *addr);
  * rcu:         the deferred release of the span (call_rcu).
  * entry:       stackLarge's link (large spans are linked through their
  *              out-of-line metadata, never through stack memory).
- * sweep_next, sweep_count: the sweeper's scratch, only under that order's
- *              sweep lock.
+ * sweep_next, sweep_count, idle_pass: the sweeper's, only under that
+ *              order's sweep lock.
  */
 struct gostack__lf_span {
 	struct rcu_head rcu;
 	ck_stack_entry_t entry;
 	struct gostack__span *sweep_next;
 	uint32_t sweep_count;
+	uint32_t idle_pass;   /* the scavenger's sweeping pass that last found the span all free */
 };
 _Static_assert(sizeof(struct gostack__lf_span) <= sizeof(((struct gostack__span *)0)->backend),
     "lock-free span fields do not fit the span's backend area");
@@ -138,6 +139,7 @@ struct gostack__lf_pools {
 	_Atomic size_t carved_mark[GOSTACK_NUM_ORDERS];      /* carved[] after the last sweep */
 	_Alignas(GOSTACK__PAD) pthread_mutex_t sweep_lock[GOSTACK_NUM_ORDERS];
 	gostack_allocator_t *a;
+	uint32_t decay_pass;   /* the scavenger's sweeping passes (decay_lock); starts at 1 */
 };
 
 /* Take a span out of the allocator's accounting and give it back to the OS
@@ -151,5 +153,7 @@ GOSTACK__HIDDEN void gostack__lf_release_batch(struct gostack__span *list);
 GOSTACK__HIDDEN struct gostack__span *gostack__lf_large_get(void *p, unsigned log2npages);
 GOSTACK__HIDDEN void gostack__lf_large_put(void *p, struct gostack__span *s);
 GOSTACK__HIDDEN size_t gostack__lf_large_drain(struct gostack__lf_pools *lp, struct gostack__span **batch);
+/* The scavenger: spans idle on stackLarge since their decay_at are retired. */
+GOSTACK__HIDDEN size_t gostack__lf_large_decay(struct gostack__lf_pools *lp, uint64_t now);
 
 #endif /* GOSTACK_LOCKFREE_H */

@@ -37,7 +37,7 @@ gostack__lf_large_get(void *p, unsigned log2npages)
 		return NULL;
 	struct gostack__span *s = gostack__lf_span_of_entry(e);
 
-	atomic_fetch_sub_explicit(&lp->large_bytes, s->npages << GOSTACK__PAGE_SHIFT, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&lp->large_bytes, gostack__span_stack_bytes(s), memory_order_relaxed);
 	return s;
 }
 
@@ -45,9 +45,13 @@ void
 gostack__lf_large_put(void *p, struct gostack__span *s)
 {
 	struct gostack__lf_pools *lp = p;
-	size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
-	struct gostack__lf_list *l = &lp->stackLarge[gostack__stacklog2(s->npages)];
+	size_t bytes = gostack__span_stack_bytes(s);
+	struct gostack__lf_list *l = &lp->stackLarge[gostack__large_list(s)];
 
+	int decay = lp->a->decay_ms;
+
+	/* Published with the span by the push (release). */
+	s->decay_at = decay < 0 ? UINT64_MAX : gostack__now_ms() + (uint64_t)decay;
 	if (atomic_fetch_add_explicit(&lp->large_bytes, bytes, memory_order_relaxed) + bytes >
 	    GOSTACK__LARGE_KEEP) {
 		atomic_fetch_sub_explicit(&lp->large_bytes, bytes, memory_order_relaxed);
@@ -69,13 +73,52 @@ gostack__lf_large_drain(struct gostack__lf_pools *lp, struct gostack__span **bat
 		while (e != NULL) {
 			ck_stack_entry_t *next = e->next;
 			struct gostack__span *s = gostack__lf_span_of_entry(e);
-			size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
+			size_t bytes = gostack__span_stack_bytes(s);
 
 			atomic_fetch_sub_explicit(&lp->large_bytes, bytes, memory_order_relaxed);
 			total += bytes;
 			gostack__lf_retire(lp->a, s, true, batch);
 			e = next;
 		}
+	}
+	return total;
+}
+
+size_t
+gostack__lf_large_decay(struct gostack__lf_pools *lp, uint64_t now)
+{
+	size_t total = 0;
+
+	for (int i = 0; i < GOSTACK__LARGE_LISTS; i++) {
+		struct gostack__lf_list *l = &lp->stackLarge[i];
+
+		if (ck_pr_load_ptr(&l->stack.head) == NULL)
+			continue;
+		/* Drained, the spans are ours alone (as in reclaim); the young
+		 * ones go back as one chain. A get meanwhile finds the list
+		 * empty and takes a new span: correct, one span more. */
+		ck_stack_entry_t *e = gostack__lf_drain(&l->stack), *keep = NULL, *keep_last = NULL;
+
+		while (e != NULL) {
+			ck_stack_entry_t *next = e->next;
+			struct gostack__span *s = gostack__lf_span_of_entry(e);
+
+			if (s->decay_at <= now) {
+				size_t bytes = gostack__span_stack_bytes(s);
+
+				atomic_fetch_sub_explicit(&lp->large_bytes, bytes, memory_order_relaxed);
+				total += bytes;
+				gostack__lf_retire(lp->a, s, false, NULL);
+			} else {
+				e->next = keep;
+				keep = e;
+				if (keep_last == NULL)
+					keep_last = e;
+			}
+			e = next;
+		}
+		if (keep != NULL)
+			gostack__lf_push_chain(&l->stack, keep, keep_last);
 	}
 	return total;
 }

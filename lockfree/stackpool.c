@@ -67,7 +67,7 @@ void
 gostack__lf_retire(gostack_allocator_t *a, struct gostack__span *s, bool batch,
     struct gostack__span **batch_list)
 {
-	size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
+	size_t bytes = gostack__span_stack_bytes(s);
 
 	/* free() of a stack of this span now fails its checks at once. */
 	atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
@@ -94,13 +94,14 @@ gostack__lf_release_batch(struct gostack__span *list)
 	}
 }
 
-/* Go's freeStackSpans for one order; caller holds sweep_lock[order]. */
+/* Go's freeStackSpans for one order; caller holds sweep_lock[order].
+ * idle_pass != 0 (the scavenger): a fully free span is retired only if the
+ * previous sweeping pass (idle_pass - 1) found it fully free too. */
 static size_t
-sweep(struct gostack__lf_pools *lp, int order, bool batch, struct gostack__span **batch_list)
+sweep(struct gostack__lf_pools *lp, int order, bool batch, struct gostack__span **batch_list,
+    uint32_t idle_pass)
 {
 	struct gostack__lf_list *l = &lp->stackpool[order];
-	size_t size = gostack__order_size(order);
-	uint32_t per = (uint32_t)(GOSTACK__SPAN_SIZE / size);
 	struct gostack__gclink *x = (struct gostack__gclink *)gostack__lf_drain(&l->stack);
 	struct gostack__gclink *keep = NULL, *keep_last = NULL;
 	struct gostack__span *touched = NULL;
@@ -117,7 +118,10 @@ sweep(struct gostack__lf_pools *lp, int order, bool batch, struct gostack__span 
 	while (x != NULL) {
 		struct gostack__gclink *nx = x->next;
 
-		if (gostack__lf(gostack__span_of((uintptr_t)x))->sweep_count != per) {
+		struct gostack__span *s = gostack__span_of((uintptr_t)x);
+
+		if (gostack__lf(s)->sweep_count != s->nelems ||
+		    (idle_pass != 0 && gostack__lf(s)->idle_pass != idle_pass - 1)) {
 			x->next = keep;
 			keep = x;
 			if (keep_last == NULL)
@@ -127,12 +131,16 @@ sweep(struct gostack__lf_pools *lp, int order, bool batch, struct gostack__span 
 	}
 	while (touched != NULL) {
 		struct gostack__span *s = touched;
-		bool free_span = gostack__lf(s)->sweep_count == per;
+		bool free_span = gostack__lf(s)->sweep_count == s->nelems;
 
 		touched = gostack__lf(s)->sweep_next;
 		gostack__lf(s)->sweep_count = 0;
+		if (free_span && idle_pass != 0 && gostack__lf(s)->idle_pass != idle_pass - 1) {
+			gostack__lf(s)->idle_pass = idle_pass;   /* free now: retired next pass if still */
+			free_span = false;
+		}
 		if (free_span) {
-			retired += GOSTACK__SPAN_SIZE;
+			retired += gostack__span_stack_bytes(s);
 			gostack__lf_retire(lp->a, s, batch, batch_list);
 		}
 	}
@@ -150,7 +158,7 @@ maybe_sweep(struct gostack__lf_pools *lp, int order)
 	gostack__rcu_thread_prepare();   /* call_rcu below: registered before the lock */
 	if (pthread_mutex_trylock(&lp->sweep_lock[order]) != 0)
 		return;   /* a sweep is running */
-	sweep(lp, order, false, NULL);
+	sweep(lp, order, false, NULL, 0);
 	pthread_mutex_unlock(&lp->sweep_lock[order]);
 }
 
@@ -196,21 +204,20 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 		}
 	}
 	/* Carve a new span (Go's stackpoolalloc with an empty list). */
-	struct gostack__span *s = gostack__span_alloc(lp->a, GOSTACK__SPAN_SIZE, GOSTACK__SPAN_POOL, size);
+	struct gostack__span *s = gostack__span_alloc(lp->a, GOSTACK__SPAN_POOL, size);
 
 	if (s == NULL) {
 		*list = head;
 		return got;   /* partial, or 0 with errno ENOMEM */
 	}
 	s->order = (uint8_t)order;
-	atomic_fetch_add_explicit(&lp->carved[order], GOSTACK__SPAN_SIZE, memory_order_relaxed);
+	atomic_fetch_add_explicit(&lp->carved[order], gostack__span_stack_bytes(s), memory_order_relaxed);
 	struct gostack__gclink *rest = NULL, *rest_last = NULL;
 	size_t nrest = 0;
 
 	/* Highest stack first, as Go's carving hands them out. */
-	for (size_t off = GOSTACK__SPAN_SIZE; off != 0;) {
-		off -= size;
-		struct gostack__gclink *x = (struct gostack__gclink *)(s->base + off);
+	for (uint32_t i = s->nelems; i != 0;) {
+		struct gostack__gclink *x = (struct gostack__gclink *)gostack__span_stack(s, --i);
 
 		if (got < n) {
 			x->next = head;
@@ -255,6 +262,7 @@ lf_create(gostack_allocator_t *a)
 		return NULL;
 	gostack__rcu_setup();
 	lp->a = a;
+	lp->decay_pass = 1;
 	for (int i = 0; i < GOSTACK_NUM_ORDERS; i++) {
 		ck_stack_init(&lp->stackpool[i].stack);
 		/* A non-NULL generation: ck's `generation + 1` on a NULL char *
@@ -270,17 +278,22 @@ lf_create(gostack_allocator_t *a)
 }
 
 static size_t
-lf_pooled_bytes(void *p, const struct gostack__tstat *sum)
+lf_pooled_bytes(void *p, const struct gostack__tstat *sum, size_t per_class[GOSTACK_NUM_ORDERS + 1])
 {
 	struct gostack__lf_pools *lp = p;
 	size_t n = atomic_load_explicit(&lp->large_bytes, memory_order_relaxed);
 
+	if (per_class != NULL)
+		per_class[GOSTACK_NUM_ORDERS] = n;
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
 		uint64_t out = atomic_load_explicit(&sum->pool_out[o], memory_order_relaxed);
 		uint64_t in = atomic_load_explicit(&sum->pool_in[o], memory_order_relaxed);
-
-		n += atomic_load_explicit(&lp->carved[o], memory_order_relaxed) -
+		size_t b = atomic_load_explicit(&lp->carved[o], memory_order_relaxed) -
 		    (size_t)(out - in) * gostack__order_size(o);
+
+		if (per_class != NULL)
+			per_class[o] = b;
+		n += b;
 	}
 	return n;
 }
@@ -295,12 +308,32 @@ lf_reclaim(void *p)
 	gostack__rcu_thread_prepare();
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
 		pthread_mutex_lock(&lp->sweep_lock[o]);
-		bytes += sweep(lp, o, true, &batch);
+		bytes += sweep(lp, o, true, &batch, 0);
 		pthread_mutex_unlock(&lp->sweep_lock[o]);
 	}
 	bytes += gostack__lf_large_drain(lp, &batch);
 	gostack__lf_release_batch(batch);   /* no lock held: one grace period */
 	gostack__rcu_barrier();             /* and every call_rcu release queued before */
+	return bytes;
+}
+
+static size_t
+lf_decay(void *p, uint64_t now, bool sweep_due)
+{
+	struct gostack__lf_pools *lp = p;
+	size_t bytes = gostack__lf_large_decay(lp, now);
+
+	if (!sweep_due)
+		return bytes;
+	uint32_t pass = ++lp->decay_pass;
+
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+		if (atomic_load_explicit(&lp->carved[o], memory_order_relaxed) == 0)
+			continue;
+		pthread_mutex_lock(&lp->sweep_lock[o]);
+		bytes += sweep(lp, o, false, NULL, pass);   /* call_rcu: no grace period waited here */
+		pthread_mutex_unlock(&lp->sweep_lock[o]);
+	}
 	return bytes;
 }
 
@@ -331,8 +364,6 @@ lf_check(void *p)
 
 	gostack__rcu_thread_prepare();
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
-		size_t n = gostack__order_size(o);
-		uint32_t per = (uint32_t)(GOSTACK__SPAN_SIZE / n);
 		struct gostack__gclink *x, *last = NULL;
 		struct gostack__span *touched = NULL;
 
@@ -343,14 +374,14 @@ lf_check(void *p)
 
 			if (s == NULL || atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_POOL ||
 			    s->order != o || atomic_load_explicit(&s->alloc, memory_order_relaxed) != lp->a ||
-			    ((uintptr_t)y - s->base) % n != 0)
+			    gostack__span_index(s, (uintptr_t)y) == UINT32_MAX)
 				gostack__throw("lock-free stackpool[%d]: %p is not a stack of a live span of this order",
 				    o, (void *)y);
 			if (gostack__lf(s)->sweep_count++ == 0) {
 				gostack__lf(s)->sweep_next = touched;
 				touched = s;
 			}
-			if (gostack__lf(s)->sweep_count > per)
+			if (gostack__lf(s)->sweep_count > s->nelems)
 				gostack__throw("lock-free stackpool[%d]: span %p has a stack on the pool twice", o,
 				    (void *)s->base);
 			last = y;
@@ -400,6 +431,7 @@ static const struct gostack__pools_ops lockfree_ops = {
 	.large_put = gostack__lf_large_put,
 	.pooled_bytes = lf_pooled_bytes,
 	.reclaim = lf_reclaim,
+	.decay = lf_decay,
 	.check = lf_check,
 	.global_fork_prepare = gostack__rcu_fork_prepare,
 	.global_fork_parent = gostack__rcu_fork_parent,

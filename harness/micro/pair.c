@@ -3,7 +3,11 @@
  * thread-local free list (the floor any cached path can reach) and malloc,
  * side by side in one process, several rounds. Run it plain and under
  * LD_PRELOAD of another malloc (harness/micro/run does both).
- * Output: one line per round, ns per pair.
+ * Also: the lock-free allocator with decay on (the default, with its
+ * background scavenger) against decay off, at 8 KiB (the cached path) and
+ * 256 KiB (stackLarge, whose free stamps a coarse clock), and with 4 KiB
+ * guard pages (the slow, fully checked paths). Output: two lines per round,
+ * ns per pair.
  */
 #include <gostack.h>
 #include <stdio.h>
@@ -22,36 +26,42 @@ now(void)
 	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* ns per alloc+free pair of `size` bytes from a. */
+static double
+pairs(gostack_allocator_t *a, size_t size, long n)
+{
+	double t0 = now();
+
+	for (long i = 0; i < n; i++) {
+		gostack_t s = gostack_allocator_alloc(a, size);
+		__asm__ volatile("" : : "r"(s.lo) : "memory");
+		gostack_allocator_free(a, s);
+	}
+	return (now() - t0) / (double)n * 1e9;
+}
+
 int
 main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 20000000;
 	int rounds = argc > 2 ? atoi(argv[2]) : 5;
+	/* decay_ms 0 is the default (1000 ms, with the background scavenger
+	 * running); -1 turns decay off: the hot path must cost the same. */
 	gostack_config_t lf = { .backend = GOSTACK_BACKEND_LOCKFREE }, mu = { .backend = GOSTACK_BACKEND_MUTEX };
+	gostack_config_t nd = { .backend = GOSTACK_BACKEND_LOCKFREE, .decay_ms = -1 };
+	gostack_config_t gd = { .backend = GOSTACK_BACKEND_LOCKFREE, .guard_size = 4096 };
 	gostack_allocator_t *a = gostack_allocator_new(&lf), *m = gostack_allocator_new(&mu);
+	gostack_allocator_t *d = gostack_allocator_new(&nd), *g = gostack_allocator_new(&gd);
 	static struct node nodes[2];
 
-	if (a == NULL || m == NULL)
+	if (a == NULL || m == NULL || d == NULL || g == NULL)
 		return 1;
 	for (int r = 0; r < rounds; r++) {
+		double gl = pairs(a, 8192, n), gm = pairs(m, 8192, n);
+		double gnd = pairs(d, 8192, n), gg = pairs(g, 8192, n);
+		double big = pairs(a, 256 << 10, n / 4), bignd = pairs(d, 256 << 10, n / 4);
 		double t0 = now();
 
-		for (long i = 0; i < n; i++) {
-			gostack_t s = gostack_allocator_alloc(a, 8192);
-			__asm__ volatile("" : : "r"(s.lo) : "memory");
-			gostack_allocator_free(a, s);
-		}
-		double g = (now() - t0) / (double)n * 1e9;
-
-		t0 = now();
-		for (long i = 0; i < n; i++) {
-			gostack_t s = gostack_allocator_alloc(m, 8192);
-			__asm__ volatile("" : : "r"(s.lo) : "memory");
-			gostack_allocator_free(m, s);
-		}
-		double gm = (now() - t0) / (double)n * 1e9;
-
-		t0 = now();
 		for (long i = 0; i < n; i++) {
 			void *p = malloc(8192);
 			__asm__ volatile("" : : "r"(p) : "memory");
@@ -74,7 +84,10 @@ main(int argc, char **argv)
 
 		printf("round %d: ns per 8 KiB pair: gostack-lockfree %.2f, gostack-mutex %.2f, malloc %.2f, "
 		    "bare thread-local list %.2f; gostack-lockfree / bare %.2fx, malloc / gostack-lockfree %.2fx\n",
-		    r, g, gm, ml, b, g / b, ml / g);
+		    r, gl, gm, ml, b, gl / b, ml / gl);
+		printf("round %d: decay on (1000 ms) / off: 8 KiB %.2f / %.2f ns = %.2fx, 256 KiB %.2f / %.2f ns = %.2fx; "
+		    "4 KiB guards: 8 KiB %.2f ns = %.2fx of unguarded\n",
+		    r, gl, gnd, gl / gnd, big, bignd, big / bignd, gg, gg / gl);
 	}
 	return 0;
 }
