@@ -5,8 +5,9 @@
  * One background thread, started on first need (the first span taken from
  * the heap) and again in a fork child, makes a pass every
  * max(10, min decay_ms / 2) ms while there is anything to give back:
- *   - stackLarge: a span freed into it at least decay_ms ago goes back
- *     (pools_ops.decay);
+ *   - stackLarge: a span the scavenger finds there is stamped (free path:
+ *     no clock read) and goes back once it has been there decay_ms (so
+ *     idle between decay_ms and decay_ms plus one period; pools_ops.decay);
  *   - lock-free pool spans: every decay_ms a sweep (Go's freeStackSpans)
  *     retires the spans whose stacks were all free at this sweep and at the
  *     previous one (so idle between decay_ms and 2 x decay_ms); the mutex
@@ -16,9 +17,10 @@
  * Free stacks in a span that still has stacks in use, and stacks in a
  * thread's cache (at most 32 KiB per order), stay committed, as in Go.
  *
- * The hot paths do nothing for this: no clock read, no counter. Slow paths
- * read CLOCK_MONOTONIC_COARSE (vDSO) to stamp a span that enters stackLarge
- * or the heap, and gostack__span_alloc kicks the thread.
+ * The alloc and free paths do nothing for this: no clock read, no counter
+ * (a stackLarge free clears one word of span metadata). A span going back to
+ * the heap is stamped with CLOCK_MONOTONIC_COARSE (vDSO) under the heap
+ * lock, and gostack__span_alloc kicks the thread.
  *
  * Sleeping: with nothing to give back and no memory mapped the thread sleeps
  * until kicked. The kick and the decision to sleep form a Dekker pair on

@@ -67,8 +67,8 @@ struct gostack__span {
 	uint8_t hflags;            /* free block: GOSTACK__BLOCK_HOLE | GOSTACK__BLOCK_DIRTY */
 	/* decay (scavenger.c), in gostack__now_ms() time: for a DIRTY free
 	 * block, when its pages go back to the OS (heap lock); for a span idle in
-	 * a pool (stackLarge), when it leaves the pool (that pool's lock, or
-	 * owned by the thread that pushes or drains it) */
+	 * stackLarge, when it leaves the pool, 0 until the scavenger first sees
+	 * it (that pool's lock, or owned by the thread that pushes or drains it) */
 	uint64_t decay_at;
 	uint8_t order;             /* pool spans: stack order */
 	uint32_t allocCount;       /* Go's allocCount (mutex backend: pool lock) */

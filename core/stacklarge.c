@@ -31,9 +31,7 @@ gostack__stackLarge_put(void *p, struct gostack__span *s)
 	struct gostack__mutex_pools *mp = p;
 	size_t bytes = gostack__span_stack_bytes(s);
 
-	int decay = mp->a->decay_ms;
-
-	s->decay_at = decay < 0 ? UINT64_MAX : gostack__now_ms() + (uint64_t)decay;
+	s->decay_at = 0;   /* the scavenger stamps it when it first sees it (no clock here) */
 	pthread_mutex_lock(&mp->stackLarge.lock);
 	if (mp->stackLarge.bytes + bytes <= GOSTACK__LARGE_KEEP) {
 		gostack__spanlist_insert(&mp->stackLarge.free[gostack__large_list(s)], s);
@@ -100,6 +98,8 @@ gostack__stackLarge_decay(struct gostack__mutex_pools *mp, uint64_t now)
 
 		for (struct gostack__span *s = l->first, *nx; s != NULL; s = nx) {
 			nx = s->next;
+			if (s->decay_at == 0)
+				s->decay_at = now + (uint64_t)mp->a->decay_ms;   /* first seen idle */
 			if (s->decay_at > now)
 				continue;
 			gostack__spanlist_remove(l, s);

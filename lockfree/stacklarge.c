@@ -48,10 +48,9 @@ gostack__lf_large_put(void *p, struct gostack__span *s)
 	size_t bytes = gostack__span_stack_bytes(s);
 	struct gostack__lf_list *l = &lp->stackLarge[gostack__large_list(s)];
 
-	int decay = lp->a->decay_ms;
-
-	/* Published with the span by the push (release). */
-	s->decay_at = decay < 0 ? UINT64_MAX : gostack__now_ms() + (uint64_t)decay;
+	/* The scavenger stamps it when it first sees it (no clock here);
+	 * published with the span by the push (release). */
+	s->decay_at = 0;
 	if (atomic_fetch_add_explicit(&lp->large_bytes, bytes, memory_order_relaxed) + bytes >
 	    GOSTACK__LARGE_KEEP) {
 		atomic_fetch_sub_explicit(&lp->large_bytes, bytes, memory_order_relaxed);
@@ -103,6 +102,8 @@ gostack__lf_large_decay(struct gostack__lf_pools *lp, uint64_t now)
 			ck_stack_entry_t *next = e->next;
 			struct gostack__span *s = gostack__lf_span_of_entry(e);
 
+			if (s->decay_at == 0)
+				s->decay_at = now + (uint64_t)lp->a->decay_ms;   /* first seen idle */
 			if (s->decay_at <= now) {
 				size_t bytes = gostack__span_stack_bytes(s);
 
