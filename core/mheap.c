@@ -377,7 +377,8 @@ gostack__span_free(gostack_allocator_t *a, struct gostack__span *s, enum gostack
 
 	if (a != NULL)
 		atomic_fetch_sub_explicit(&a->mapped, gostack__span_stack_bytes(s), memory_order_relaxed);
-	gostack__tool_span_free(s->base, bytes);
+	for (uint32_t i = 0; i < s->nelems; i++)   /* the ranges its stacks were poisoned in */
+		gostack__tool_span_free(gostack__span_stack(s, i), atomic_load_explicit(&s->elemsize, memory_order_relaxed));
 	/* The span is still ours: punch the hole (which also drops the guards)
 	 * or remove the guards outside the heap lock. */
 	if (how == GOSTACK__RELEASE_UNMAP && gostack__os_punch((void *)s->base, bytes))

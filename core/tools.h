@@ -6,7 +6,8 @@
  *   gostack__tool_free(lo, n)      the user gave a stack back; its first 16
  *                                  bytes, where the caches and pools keep
  *                                  their links, must stay accessible
- *   gostack__tool_span_free(p, n)  a span's memory goes back to the heap
+ *   gostack__tool_span_free(p, n)  a span's memory goes back to the heap:
+ *                                  called for each of its stacks [p, p + n)
  * Builds without a sanitizer or the Valgrind option compile them to nothing.
  *
  * AddressSanitizer (-fsanitize=address): a free stack is poisoned past its
