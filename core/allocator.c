@@ -3,9 +3,12 @@
  * fork.
  *
  * Fork: pthread_atfork handlers take every gostack lock in the documented
- * order (backend's global hooks, e.g. RCU, first; then registry, each
- * allocator's pools, heap, meta) so that the child starts from a consistent
- * state; the child then adopts the caches of threads that did not survive.
+ * order (the scavenger's decay lock, so no pass is half done; the backend's
+ * global hooks, e.g. RCU; then registry, each allocator's pools, heap, meta,
+ * and last the scavenger's kick lock) so that the child starts from a
+ * consistent state. In the child the forking thread, which holds them all,
+ * gives them back, then adopts the caches of threads that did not survive;
+ * the scavenger thread is started again on its next kick.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -32,11 +35,13 @@ fork_prepare(void)
 			a->ops->fork_prepare(a->pools);
 	gostack__heap_fork_prepare();
 	gostack__meta_fork_prepare();
+	gostack__scavenger_fork_prepare();
 }
 
 static void
 fork_parent(void)
 {
+	gostack__scavenger_fork_parent();
 	gostack__meta_fork_parent();
 	gostack__heap_fork_parent();
 	for (gostack_allocator_t *a = gostack__allocators; a != NULL; a = a->next)
@@ -48,19 +53,23 @@ fork_parent(void)
 	pthread_mutex_unlock(&gostack__decay_lock);
 }
 
+/* The child's only thread is the one that ran fork_prepare and holds every
+ * lock: it gives them back as the parent does (re-initializing a held mutex
+ * would work with glibc but leave ThreadSanitizer believing it held). */
 static void
 fork_child(void)
 {
-	gostack__meta_fork_child();
-	gostack__heap_fork_child();
+	gostack__scavenger_fork_child();
+	gostack__meta_fork_parent();
+	gostack__heap_fork_parent();
 	for (gostack_allocator_t *a = gostack__allocators; a != NULL; a = a->next)
-		if (a->ops->fork_child)
-			a->ops->fork_child(a->pools);
-	pthread_mutex_init(&gostack__registry_lock, NULL);
+		if (a->ops->fork_parent)
+			a->ops->fork_parent(a->pools);
+	pthread_mutex_unlock(&gostack__registry_lock);
 	if (gostack__lockfree_pools != NULL && gostack__lockfree_pools->global_fork_child)
 		gostack__lockfree_pools->global_fork_child();
 	gostack__tcache_fork_child();
-	gostack__scavenger_fork_child();
+	pthread_mutex_unlock(&gostack__decay_lock);
 }
 
 static void

@@ -87,7 +87,6 @@ GOSTACK__HIDDEN void *gostack__meta_alloc(size_t size);
 GOSTACK__HIDDEN void gostack__meta_free(void *p, size_t size);
 GOSTACK__HIDDEN void gostack__meta_fork_prepare(void);
 GOSTACK__HIDDEN void gostack__meta_fork_parent(void);
-GOSTACK__HIDDEN void gostack__meta_fork_child(void);
 
 /* ---- mheap.c ----------------------------------------------------------- */
 
@@ -129,7 +128,6 @@ GOSTACK__HIDDEN size_t gostack__heap_dirty(void);
 GOSTACK__HIDDEN size_t gostack__heap_release_empty(void);
 GOSTACK__HIDDEN void gostack__heap_fork_prepare(void);
 GOSTACK__HIDDEN void gostack__heap_fork_parent(void);
-GOSTACK__HIDDEN void gostack__heap_fork_child(void);
 
 /* ---- stackcache.c ------------------------------------------------------ */
 
@@ -240,6 +238,8 @@ GOSTACK__HIDDEN void gostack__scavenger_kick(void);
 /* Held by the scavenger for a whole pass, and by stats, reclaim and delete,
  * so that they never see a pass half done. Lock order: first of all. */
 GOSTACK__HIDDEN extern pthread_mutex_t gostack__decay_lock;
+GOSTACK__HIDDEN void gostack__scavenger_fork_prepare(void);
+GOSTACK__HIDDEN void gostack__scavenger_fork_parent(void);
 GOSTACK__HIDDEN void gostack__scavenger_fork_child(void);
 
 /* ---- allocator.c ------------------------------------------------------- */

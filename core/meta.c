@@ -85,4 +85,3 @@ gostack__meta_free(void *p, size_t size)
 
 void gostack__meta_fork_prepare(void) { pthread_mutex_lock(&meta_lock); }
 void gostack__meta_fork_parent(void) { pthread_mutex_unlock(&meta_lock); }
-void gostack__meta_fork_child(void) { pthread_mutex_init(&meta_lock, NULL); }

@@ -433,4 +433,3 @@ gostack__heap_release_empty(void)
 
 void gostack__heap_fork_prepare(void) { pthread_mutex_lock(&heap_lock); }
 void gostack__heap_fork_parent(void) { pthread_mutex_unlock(&heap_lock); }
-void gostack__heap_fork_child(void) { pthread_mutex_init(&heap_lock, NULL); }

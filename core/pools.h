@@ -55,10 +55,10 @@ struct gostack__pools_ops {
 	size_t (*decay)(void *p, uint64_t now, bool sweep);
 	/* Debug mode: check the pools' invariants (may be NULL). */
 	void (*check)(void *p);
-	/* Per-instance locks, taken after the registry lock, before the heap lock. */
+	/* Per-instance locks, taken after the registry lock, before the heap
+	 * lock; fork_parent gives them back in the parent and in the child. */
 	void (*fork_prepare)(void *p);
 	void (*fork_parent)(void *p);
-	void (*fork_child)(void *p);
 };
 
 GOSTACK__HIDDEN extern const struct gostack__pools_ops gostack__mutex_pools;

@@ -179,13 +179,16 @@ gostack__scavenger_kick(void)
 	pthread_mutex_unlock(&scav_mu);
 }
 
+/* Last in fork_prepare's order: a kick holds it under a pool lock. */
+void gostack__scavenger_fork_prepare(void) { pthread_mutex_lock(&scav_mu); }
+void gostack__scavenger_fork_parent(void) { pthread_mutex_unlock(&scav_mu); }
+
 void
 gostack__scavenger_fork_child(void)
 {
-	pthread_mutex_init(&gostack__decay_lock, NULL);
-	pthread_mutex_init(&scav_mu, NULL);
 	/* The thread did not survive: the next kick starts one (with a new
 	 * condition variable). A failed start stays failed. */
 	if (atomic_load_explicit(&scav_state, memory_order_relaxed) != SCAV_FAILED)
 		atomic_store_explicit(&scav_state, SCAV_NONE, memory_order_relaxed);
+	pthread_mutex_unlock(&scav_mu);
 }

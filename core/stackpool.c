@@ -270,16 +270,6 @@ mutex_fork_parent(void *p)
 		pthread_mutex_unlock(&mp->stackpool[o].mu);
 }
 
-static void
-mutex_fork_child(void *p)
-{
-	struct gostack__mutex_pools *mp = p;
-
-	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
-		gostack__mutex_init(&mp->stackpool[o].mu);
-	gostack__mutex_init(&mp->stackLarge.lock);
-}
-
 const struct gostack__pools_ops gostack__mutex_pools = {
 	.name = "mutex",
 	.create = mutex_create,
@@ -294,5 +284,4 @@ const struct gostack__pools_ops gostack__mutex_pools = {
 	.check = mutex_check,
 	.fork_prepare = mutex_fork_prepare,
 	.fork_parent = mutex_fork_parent,
-	.fork_child = mutex_fork_child,
 };

@@ -412,15 +412,6 @@ lf_fork_parent(void *p)
 		pthread_mutex_unlock(&lp->sweep_lock[o]);
 }
 
-static void
-lf_fork_child(void *p)
-{
-	struct gostack__lf_pools *lp = p;
-
-	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
-		pthread_mutex_init(&lp->sweep_lock[o], NULL);
-}
-
 static const struct gostack__pools_ops lockfree_ops = {
 	.name = "lockfree",
 	.create = lf_create,
@@ -439,7 +430,6 @@ static const struct gostack__pools_ops lockfree_ops = {
 	.global_thread_prepare = gostack__rcu_thread_prepare,
 	.fork_prepare = lf_fork_prepare,
 	.fork_parent = lf_fork_parent,
-	.fork_child = lf_fork_child,
 };
 
 const struct gostack__pools_ops *const gostack__lockfree_pools = &lockfree_ops;

@@ -9,6 +9,18 @@
 
 #include "test.h"
 
+#if defined(__SANITIZE_THREAD__)
+static const bool tsan = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+static const bool tsan = true;
+#else
+static const bool tsan = false;
+#endif
+#else
+static const bool tsan = false;
+#endif
+
 static gostack_allocator_t *
 with_decay(int decay_ms)
 {
@@ -90,21 +102,23 @@ TEST(decay_returns_memory)
 	long rss_after;
 
 	/* Retired lock-free spans are unmapped by the RCU worker after a grace period. */
-	while ((rss_after = test_rss_bytes()) - rss0 >= 8l << 20 && now_s() - t0 < t_back + 5)
+	while ((rss_after = test_rss_bytes()) - rss0 >= 8l << 20 && !tsan && now_s() - t0 < t_back + 5)
 		usleep(20 * 1000);
 
 	printf("     decay_ms %d: RSS %.1f MiB -> in use %.1f -> freed %.1f -> after decay %.1f MiB; "
 	    "mapped %.1f MiB at free, %.1f MiB after %.0f ms, 0 after %.0f ms\n", decay,
 	    rss0 / 1048576.0, rss_full / 1048576.0, rss_freed / 1048576.0, rss_after / 1048576.0,
 	    m_freed / 1048576.0, m_early / 1048576.0, t_early * 1000, t_back * 1000);
-	CHECK(rss_full - rss0 >= 40l << 20);
 	CHECK(m_freed >= (size_t)32 << 20);           /* stackLarge keeps the 64 KiB stacks */
-	CHECK(rss_freed - rss0 >= 24l << 20);         /* still committed right after free */
 	if (t_early < decay / 2000.0)                 /* (a stalled machine proves nothing) */
 		CHECK(m_early >= (size_t)32 << 20);     /* not back before decay_ms */
 	CHECK_EQ(mapped(a), 0);                       /* back without reclaim */
 	CHECK(t_back < 4.0 * decay / 1000 + 1);
-	CHECK(rss_after - rss0 < 8l << 20);
+	if (!tsan) {   /* ThreadSanitizer's shadow of the touched memory stays in RSS */
+		CHECK(rss_full - rss0 >= 40l << 20);
+		CHECK(rss_freed - rss0 >= 24l << 20); /* still committed right after free */
+		CHECK(rss_after - rss0 < 8l << 20);
+	}
 	test_check_balance(a, "after decay");
 	CHECK_EQ(gostack_allocator_delete(a), 0);
 }
@@ -127,7 +141,8 @@ TEST(decay_never)
 	    m / 1048576.0, mapped(a) / 1048576.0, (rss_later - rss0) / 1048576.0);
 	CHECK(m >= (size_t)32 << 20);
 	CHECK_EQ(mapped(a), m);
-	CHECK(rss_later - rss0 >= 24l << 20);
+	if (!tsan)
+		CHECK(rss_later - rss0 >= 24l << 20);
 	gostack_allocator_reclaim(a);
 	CHECK_EQ(mapped(a), 0);
 	CHECK_EQ(gostack_allocator_delete(a), 0);
