@@ -8,6 +8,8 @@
 #               -> lockfree.aba must fail
 #   no-lock     the mutex pools with their locks removed (a patched copy)
 #               -> stress.mutex.nocache must fail
+#   eager-decay the scavenger's lock-free sweep retiring every span it sees,
+#               free or not (a patched copy) -> stress.lockfree.decay must fail
 # Usage: tests/broken-variants.sh [RUNS]   (default 3 runs per variant)
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,4 +50,13 @@ grep -q "lock removed" "$work/src/core/stackpool.c" || { echo "no-lock: patch di
 cmake -S "$work/src" -B "$work/nolock" -DGOSTACK_BUILD_HARNESS=OFF -DGOSTACK_BUILD_EXAMPLES=OFF >/dev/null &&
 	cmake --build "$work/nolock" -j2 --target test_stress >/dev/null || exit 2
 try no-lock "$work/nolock" test_stress --backend mutex --nocache --threads 16 --scale 1 exchange
+
+rm -rf "$work/src2" && mkdir -p "$work/src2"
+cp -r "$root/CMakeLists.txt" "$root/cmake" "$root/core" "$root/include" "$root/lockfree" "$root/tests" "$work/src2/"
+sed -i 's|bool free_span = gostack__lf(s)->sweep_count == s->nelems;|bool free_span = gostack__lf(s)->sweep_count == s->nelems \|\| idle_pass != 0; /* BROKEN */|' \
+	"$work/src2/lockfree/stackpool.c"
+grep -q "BROKEN" "$work/src2/lockfree/stackpool.c" || { echo "eager-decay: patch did not apply"; exit 2; }
+cmake -S "$work/src2" -B "$work/eager" -DGOSTACK_BUILD_HARNESS=OFF -DGOSTACK_BUILD_EXAMPLES=OFF >/dev/null &&
+	cmake --build "$work/eager" -j2 --target test_stress >/dev/null || exit 2
+try eager-decay "$work/eager" test_stress --backend lockfree --decay 1 --threads 16
 exit $status

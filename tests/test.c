@@ -166,6 +166,10 @@ main(int argc, char **argv)
 			test_cfg.no_cache = true;
 		} else if (strcmp(argv[i], "--debug") == 0) {
 			test_cfg.debug = true;
+		} else if (strcmp(argv[i], "--guard") == 0 && i + 1 < argc) {
+			test_cfg.guard_size = (size_t)atol(argv[++i]);
+		} else if (strcmp(argv[i], "--decay") == 0 && i + 1 < argc) {
+			test_cfg.decay_ms = atoi(argv[++i]);
 		} else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
 			test_threads = atoi(argv[++i]);
 		} else if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc) {

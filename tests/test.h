@@ -6,6 +6,7 @@
  *   --backend mutex|lockfree   which global pools the test allocators use
  *   --nocache                  Go's stackNoCache for the test allocators
  *   --debug                    debug mode (config.debug) for the test allocators
+ *   --guard BYTES, --decay MS  config.guard_size / config.decay_ms for them
  *   --threads N, --scale N     stress size (defaults are small under sanitizers)
  *   name...                    run only these tests
  */
