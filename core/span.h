@@ -102,10 +102,11 @@ static inline uint32_t
 gostack__span_index(const struct gostack__span *s, uintptr_t lo)
 {
 	uintptr_t off = lo - s->base - s->lo_off;   /* wraps when lo is below */
+	uintptr_t i = off >> __builtin_ctz(s->stride);   /* stride: a power of two */
 
-	if ((off & (s->stride - 1)) != 0 || off / s->stride >= s->nelems)
+	if ((off & (s->stride - 1)) != 0 || i >= s->nelems)
 		return UINT32_MAX;
-	return (uint32_t)(off / s->stride);
+	return (uint32_t)i;
 }
 
 /* A large span's stackLarge list: log2 of its stack's 8 KiB pages (what

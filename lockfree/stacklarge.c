@@ -16,7 +16,11 @@
  *
  * Bound: large_bytes (all lists) stays <= GOSTACK__LARGE_KEEP (64 MiB per
  * allocator, as with the mutex pools): a free that would pass it reserves
- * nothing and retires the span instead. reclaim drains every list.
+ * nothing and retires the span instead. reclaim drains every list; the
+ * scavenger (decay) drains each non-empty list, retires the spans it has
+ * seen there for decay_ms (decay_at, written by the put before its releasing
+ * push and read after the draining DCAS) and pushes the rest back as one
+ * chain. Drained spans belong to the drainer alone, as popped ones do.
  */
 #include "lockfree.h"
 

@@ -33,8 +33,11 @@
  * synchronize_rcu for the whole batch, so the memory is back when reclaim
  * returns) and automatically before a refill carves a new span once the
  * order's spans exceed max(GOSTACK__LF_SWEEP_MIN, 2x what the last sweep
- * left), releasing through call_rcu. A concurrent refill that finds the stack drained carves
- * a new span: correct, merely one span more until the next sweep.
+ * left), releasing through call_rcu, and from the scavenger (core/scavenger.c)
+ * every decay_ms, which retires only spans that were fully free at its
+ * previous sweep too (idle_pass) and releases through call_rcu. A concurrent
+ * refill that finds the stack drained carves a new span: correct, merely one
+ * span more until the next sweep.
  *
  * Never touched after unmap: a retired span is off the stack (drained and
  * not pushed back) before its grace period starts; rcu.c waits for every

@@ -47,6 +47,12 @@ long test_maps_lines(void);
 long test_rss_bytes(void);
 bool test_sanitized(void);
 
+/* Run fn(arg) in a child process (fork), its stderr into buf (NUL-terminated);
+ * returns its wait status. test_run_self(argv) as fn: exec this test binary
+ * afresh with argv (stdout to /dev/null), e.g. to read the environment anew. */
+int test_run_child(void (*fn)(void *), void *arg, char *buf, size_t cap);
+void test_run_self(void *argv);
+
 /* Run fn in a child process, which must die of SIGABRT after writing exactly
  * one line to stderr that starts with "gostack: ", names an address (0x...)
  * and contains one of want's '|'-separated alternatives (NULL: any). */

@@ -79,35 +79,14 @@ TEST(layout_4k) { check_layout(4096); }
 TEST(layout_1byte_rounds_to_a_page) { check_layout(1); }
 TEST(layout_64k) { check_layout(65536); }
 
-/* Run fn(arg) in a child; its stderr into buf; returns the wait status. */
-static int
-run_child(void (*fn)(size_t), size_t arg, char *buf, size_t cap)
+struct call { void (*fn)(size_t); size_t arg; };
+
+static void
+call_sized(void *p)
 {
-	int fd[2];
+	struct call *c = p;
 
-	if (pipe(fd) != 0)
-		abort();
-	fflush(stdout);
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		dup2(fd[1], 2);
-		fn(arg);
-		_exit(0);
-	}
-	close(fd[1]);
-	size_t len = 0;
-	ssize_t r;
-
-	while (len < cap - 1 && ((r = read(fd[0], buf + len, cap - 1 - len)) > 0 || (r < 0 && errno == EINTR)))
-		len += r > 0 ? (size_t)r : 0;
-	buf[len] = '\0';
-	close(fd[0]);
-	int status = 0;
-
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	return status;
+	c->fn(c->arg);
 }
 
 /* fn must die of SIGSEGV (under ASan: exit after its SEGV report). */
@@ -115,7 +94,8 @@ static void
 expect_segv(const char *what, void (*fn)(size_t), size_t arg)
 {
 	char buf[4096];
-	int status = run_child(fn, arg, buf, sizeof buf);
+	struct call c = { fn, arg };
+	int status = test_run_child(call_sized, &c, buf, sizeof buf);
 	bool segv = WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV;
 
 	if (!segv && test_sanitized())
@@ -312,7 +292,8 @@ TEST(mprotect_fallback_max_map_count)
 		return;
 	}
 	char buf[4096];
-	int status = run_child(max_map_count_child, 0, buf, sizeof buf);
+	struct call c = { max_map_count_child, 0 };
+	int status = test_run_child(call_sized, &c, buf, sizeof buf);
 	bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
 	    strncmp(buf, "gostack: warning: ", 18) == 0 && strstr(buf, "vm.max_map_count") != NULL;
 

@@ -324,37 +324,19 @@ TEST(stats_detail)
 }
 
 /* GOSTACK_STATS=1: the default allocator's statistics on stderr at exit. */
+static void
+stats_child(void *argv)
+{
+	setenv("GOSTACK_STATS", "1", 1);
+	test_run_self(argv);
+}
+
 TEST(stats_at_exit)
 {
-	int fd[2];
 	char buf[4096];
+	const char *argv[] = { "test_options", "env_probe", NULL };
+	int status = test_run_child(stats_child, argv, buf, sizeof buf);
 
-	REQUIRE(pipe(fd) == 0);
-	fflush(stdout);
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		dup2(fd[1], 2);
-		int out = open("/dev/null", O_WRONLY);
-
-		if (out >= 0)
-			dup2(out, 1);
-		setenv("GOSTACK_STATS", "1", 1);
-		execl("/proc/self/exe", "test_options", "env_probe", (char *)NULL);
-		_exit(9);
-	}
-	close(fd[1]);
-	size_t len = 0;
-	ssize_t r;
-
-	while (len < sizeof buf - 1 && ((r = read(fd[0], buf + len, sizeof buf - 1 - len)) > 0 || (r < 0 && errno == EINTR)))
-		len += r > 0 ? (size_t)r : 0;
-	buf[len] = '\0';
-	close(fd[0]);
-	int status = 0;
-
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
 	printf("%s", buf);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	CHECK(strncmp(buf, "gostack: allocator ", 19) == 0 && strstr(buf, "default") != NULL &&
@@ -377,41 +359,15 @@ static const struct env_case env_cases[] = {
 	{ "GOSTACK_DEBUG", "on", "GOSTACK_DEBUG=on" },
 };
 
-static int
-env_child(const struct env_case *c, char *buf, size_t cap)
+static const struct env_case *env_now;
+
+/* A fresh process: the first use of the default allocator reads the
+ * environment (this one's default allocator exists already). */
+static void
+env_child(void *argv)
 {
-	int fd[2];
-
-	if (pipe(fd) != 0)
-		abort();
-	fflush(stdout);
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		/* A fresh process: the first use of the default allocator reads
-		 * the environment (this one's default allocator exists already). */
-		dup2(fd[1], 2);
-		int out = open("/dev/null", O_WRONLY);
-
-		if (out >= 0)
-			dup2(out, 1);
-		setenv(c->name, c->value, 1);
-		execl("/proc/self/exe", "test_options", "env_probe", (char *)NULL);
-		_exit(9);
-	}
-	close(fd[1]);
-	size_t len = 0;
-	ssize_t r;
-
-	while (len < cap - 1 && ((r = read(fd[0], buf + len, cap - 1 - len)) > 0 || (r < 0 && errno == EINTR)))
-		len += r > 0 ? (size_t)r : 0;
-	buf[len] = '\0';
-	close(fd[0]);
-	int status = 0;
-
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	return status;
+	setenv(env_now->name, env_now->value, 1);
+	test_run_self(argv);
 }
 
 /* Run by env_child in a fresh process. */
@@ -429,7 +385,11 @@ TEST(env_bad_values_warn)
 	for (size_t i = 0; i < sizeof env_cases / sizeof env_cases[0]; i++) {
 		const struct env_case *c = &env_cases[i];
 		char buf[1024];
-		int status = env_child(c, buf, sizeof buf);
+		const char *argv[] = { "test_options", "env_probe", NULL };
+		int status;
+
+		env_now = c;
+		status = test_run_child(env_child, argv, buf, sizeof buf);
 		bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
 		    strncmp(buf, "gostack: warning: ", 18) == 0 && strstr(buf, c->want) != NULL;
 
