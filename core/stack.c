@@ -200,9 +200,11 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	struct gostack__span *s = check_free(a, lo, hi);
 	struct gostack__tcache *t;
 
-	if (a->debug)
+	if (a->debug) {
+		gostack__tool_prefree(lo, n);
 		gostack__debug_free(a, s, lo, n);   /* double free; poison */
-	gostack__tool_free(lo, n);
+	}
+	gostack__tool_free(lo, n);   /* before the link is written */
 
 	if (!gostack__is_small(n)) {
 		t = tcache_of(a);
@@ -274,11 +276,11 @@ gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
 				if (gostack__likely(have < GOSTACK_CACHE_SIZE)) {
 					struct gostack__gclink *x = (struct gostack__gclink *)lo;
 
+					gostack__tool_free(lo, n);   /* before the link is written */
 					x->next = c->list;
 					c->list = x;
 					atomic_store_explicit(&c->size, have + n, memory_order_relaxed);
 					gostack__count(&t->st.frees[order], 1);
-					gostack__tool_free(lo, n);
 					return;
 				}
 			}

@@ -152,8 +152,7 @@ gostack__vg_free(uintptr_t lo, size_t n)
 	if (had)
 		VALGRIND_STACK_DEREGISTER(id);
 	/* The link stays usable even where memcheck took the coroutine's popped
-	 * frames for dead stack (no-access); it holds, or is about to hold, the
-	 * pointer gostack writes. */
+	 * frames for dead stack (no-access): gostack writes it next. */
 	(void)VALGRIND_MAKE_MEM_DEFINED(lo, GOSTACK__TOOL_LINK);
 	(void)VALGRIND_MAKE_MEM_NOACCESS(lo + GOSTACK__TOOL_LINK, n - GOSTACK__TOOL_LINK);
 }

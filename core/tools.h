@@ -6,6 +6,9 @@
  *   gostack__tool_free(lo, n)      the user gave a stack back; its first 16
  *                                  bytes, where the caches and pools keep
  *                                  their links, must stay accessible
+ *   gostack__tool_prefree(lo, n)   debug mode is about to write its poison
+ *                                  into a stack being freed (Valgrind: the
+ *                                  coroutine's popped frames were no-access)
  *   gostack__tool_span_free(p, n)  a span's memory goes back to the heap:
  *                                  called for each of its stacks [p, p + n)
  * Builds without a sanitizer or the Valgrind option compile them to nothing.
@@ -74,8 +77,10 @@ gostack__asan_ranges(uintptr_t lo, size_t n, size_t skip, int poison)
 static inline void gostack__tool_alloc(uintptr_t lo, size_t n) { gostack__asan_ranges(lo, n, 0, 0); }
 static inline void gostack__tool_free(uintptr_t lo, size_t n) { gostack__asan_ranges(lo, n, GOSTACK__TOOL_LINK, 1); }
 static inline void gostack__tool_span_free(uintptr_t p, size_t n) { gostack__asan_ranges(p, n, 0, 0); }
+static inline void gostack__tool_prefree(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 
 #elif defined(GOSTACK_VALGRIND)
+#include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 
 void gostack__vg_alloc(uintptr_t lo, size_t n);
@@ -85,11 +90,13 @@ void gostack__vg_span_free(uintptr_t p, size_t n);
 static inline void gostack__tool_alloc(uintptr_t lo, size_t n) { if (RUNNING_ON_VALGRIND) gostack__vg_alloc(lo, n); }
 static inline void gostack__tool_free(uintptr_t lo, size_t n) { if (RUNNING_ON_VALGRIND) gostack__vg_free(lo, n); }
 static inline void gostack__tool_span_free(uintptr_t p, size_t n) { if (RUNNING_ON_VALGRIND) gostack__vg_span_free(p, n); }
+static inline void gostack__tool_prefree(uintptr_t lo, size_t n) { (void)VALGRIND_MAKE_MEM_UNDEFINED(lo, n); }
 
 #else
 static inline void gostack__tool_alloc(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 static inline void gostack__tool_free(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 static inline void gostack__tool_span_free(uintptr_t p, size_t n) { (void)p; (void)n; }
+static inline void gostack__tool_prefree(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 #endif
 
 #endif /* GOSTACK_TOOLS_H */

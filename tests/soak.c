@@ -24,7 +24,7 @@
 
 #include "gostack.h"
 
-#define NALLOC 4
+#define NALLOC 6   /* at most 8: the allocator index is tagged into lo's low bits */
 #define SLOTS 1024
 
 static gostack_allocator_t *A[NALLOC];
@@ -74,8 +74,8 @@ stamp_ok(gostack_t s)
 static void
 free_tagged(uintptr_t tagged)
 {
-	int k = (int)(tagged & 3);
-	uintptr_t lo = tagged & ~(uintptr_t)3;
+	int k = (int)(tagged & 7);   /* lo is at least 2 KiB-aligned: 3 tag bits */
+	uintptr_t lo = tagged & ~(uintptr_t)7;
 	uint64_t w[2];
 
 	memcpy(w, (void *)lo, sizeof w);
@@ -189,8 +189,11 @@ main(int argc, char **argv)
 			epoch = atof(argv[i + 1]);
 	}
 	gostack_config_t cfg[NALLOC] = {
-		{ GOSTACK_BACKEND_LOCKFREE, false, false }, { GOSTACK_BACKEND_LOCKFREE, true, false },
-		{ GOSTACK_BACKEND_MUTEX, false, false }, { GOSTACK_BACKEND_MUTEX, true, false },
+		{ .backend = GOSTACK_BACKEND_LOCKFREE }, { .backend = GOSTACK_BACKEND_LOCKFREE, .no_cache = true },
+		{ .backend = GOSTACK_BACKEND_MUTEX }, { .backend = GOSTACK_BACKEND_MUTEX, .no_cache = true },
+		/* guard pages, and the scavenger making a pass every 10 ms */
+		{ .backend = GOSTACK_BACKEND_LOCKFREE, .guard_size = 4096, .decay_ms = 10 },
+		{ .backend = GOSTACK_BACKEND_MUTEX, .no_cache = true, .guard_size = 8192, .decay_ms = 10 },
 	};
 	for (int k = 0; k < NALLOC; k++)
 		if ((A[k] = gostack_allocator_new(&cfg[k])) == NULL)

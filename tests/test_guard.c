@@ -29,6 +29,19 @@ guarded(size_t guard)
 	return a;
 }
 
+/* Everything freed: after a flush and reclaim nothing stays mapped. */
+static void
+reclaim_and_delete(gostack_allocator_t *a)
+{
+	gostack_stats_t st;
+
+	gostack_thread_flush();
+	gostack_allocator_reclaim(a);
+	gostack_allocator_stats(a, &st);
+	CHECK_EQ(st.mapped_bytes, 0);
+	CHECK_EQ(gostack_allocator_delete(a), 0);
+}
+
 /* The layout promised: hi - lo the rounded size, lo page-aligned, every
  * byte of the stack writable, stacks and their guards never overlapping. */
 static void
@@ -66,13 +79,7 @@ check_layout(size_t guard)
 			gostack_allocator_free(a, s[i][j]);
 		}
 	test_check_balance(a, "guarded, all freed");
-	gostack_thread_flush();
-	gostack_allocator_reclaim(a);
-	gostack_stats_t st;
-
-	gostack_allocator_stats(a, &st);
-	CHECK_EQ(st.mapped_bytes, 0);
-	CHECK_EQ(gostack_allocator_delete(a), 0);
+	reclaim_and_delete(a);
 }
 
 TEST(layout_4k) { check_layout(4096); }
@@ -338,13 +345,7 @@ TEST(guard_install_failure)
 	}
 	CHECK(stamp_ok(keep, 99));
 	gostack_allocator_free(a, keep);
-	gostack_thread_flush();
-	gostack_allocator_reclaim(a);
-	gostack_stats_t st;
-
-	gostack_allocator_stats(a, &st);
-	CHECK_EQ(st.mapped_bytes, 0);
-	CHECK_EQ(gostack_allocator_delete(a), 0);
+	reclaim_and_delete(a);
 }
 
 TEST(bad_guard_size)
