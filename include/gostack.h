@@ -76,7 +76,8 @@ typedef struct gostack_stats {
 	size_t inuse_bytes;            /* stacks handed out and not yet freed */
 	size_t cached_bytes;           /* free stacks in per-thread caches */
 	size_t pooled_bytes;           /* free stacks in the global pools: free stacks of pool spans, and stackLarge */
-	size_t mapped_bytes;           /* span memory obtained from the OS and not yet returned */
+	size_t mapped_bytes;           /* span memory obtained from the OS and not yet returned (the stacks'
+	                                  bytes: guards and guarded slots' padding are not counted) */
 } gostack_stats_t;
 
 /* One size class: an order (2, 4, 8, 16 KiB) or all large stacks. */
@@ -97,7 +98,9 @@ typedef struct gostack_stats_detail {
 	int decay_ms;                  /* effective: > 0, or -1 (never) */
 } gostack_stats_detail_t;
 
-/* The process-wide default allocator (GOSTACK_NOCACHE=1, GOSTACK_BACKEND=mutex|lockfree). */
+/* The process-wide default allocator, configured from the environment:
+ * GOSTACK_NOCACHE, GOSTACK_BACKEND, GOSTACK_GUARD, GOSTACK_DECAY_MS,
+ * GOSTACK_STATS (README: "Environment"). */
 GOSTACK_API gostack_t gostack_alloc(size_t size);
 GOSTACK_API void gostack_free(gostack_t stk);
 GOSTACK_API gostack_allocator_t *gostack_default_allocator(void);
