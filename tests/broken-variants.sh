@@ -42,21 +42,26 @@ cmake -S "$root" -B "$work/unsafepop" -DGOSTACK_TEST_UNSAFE_POP=ON -DGOSTACK_BUI
 	cmake --build "$work/unsafepop" -j2 --target test_lockfree >/dev/null || exit 2
 try unsafe-pop "$work/unsafepop" test_lockfree --backend lockfree --scale 1 aba
 
-mkdir -p "$work/src"
-cp -r "$root/CMakeLists.txt" "$root/cmake" "$root/core" "$root/include" "$root/lockfree" "$root/tests" "$work/src/"
-sed -i 's/pthread_mutex_lock(&mp->stackpool\[order\].mu);/\/* lock removed *\//; s/pthread_mutex_unlock(&mp->stackpool\[order\].mu);/\/* unlock removed *\//' \
-	"$work/src/core/stackpool.c"
-grep -q "lock removed" "$work/src/core/stackpool.c" || { echo "no-lock: patch did not apply"; exit 2; }
-cmake -S "$work/src" -B "$work/nolock" -DGOSTACK_BUILD_HARNESS=OFF -DGOSTACK_BUILD_EXAMPLES=OFF >/dev/null &&
-	cmake --build "$work/nolock" -j2 --target test_stress >/dev/null || exit 2
+# A patched copy of the sources: name, file under the tree, sed script, a
+# marker the patch leaves, test target. Built into $work/<name>.
+patched() {
+	local name=$1 file=$2 script=$3 marker=$4 target=$5
+	rm -rf "$work/src-$name" && mkdir -p "$work/src-$name"
+	cp -r "$root/CMakeLists.txt" "$root/cmake" "$root/core" "$root/include" "$root/lockfree" "$root/tests" \
+		"$work/src-$name/"
+	sed -i "$script" "$work/src-$name/$file"
+	grep -q "$marker" "$work/src-$name/$file" || { echo "$name: patch did not apply"; exit 2; }
+	cmake -S "$work/src-$name" -B "$work/$name" -DGOSTACK_BUILD_HARNESS=OFF -DGOSTACK_BUILD_EXAMPLES=OFF >/dev/null &&
+		cmake --build "$work/$name" -j2 --target "$target" >/dev/null || exit 2
+}
+
+patched nolock core/stackpool.c \
+	's/pthread_mutex_lock(&mp->stackpool\[order\].mu);/\/* lock removed *\//; s/pthread_mutex_unlock(&mp->stackpool\[order\].mu);/\/* unlock removed *\//' \
+	"lock removed" test_stress
 try no-lock "$work/nolock" test_stress --backend mutex --nocache --threads 16 --scale 1 exchange
 
-rm -rf "$work/src2" && mkdir -p "$work/src2"
-cp -r "$root/CMakeLists.txt" "$root/cmake" "$root/core" "$root/include" "$root/lockfree" "$root/tests" "$work/src2/"
-sed -i 's|bool free_span = gostack__lf(s)->sweep_count == s->nelems;|bool free_span = gostack__lf(s)->sweep_count == s->nelems \|\| idle_pass != 0; /* BROKEN */|' \
-	"$work/src2/lockfree/stackpool.c"
-grep -q "BROKEN" "$work/src2/lockfree/stackpool.c" || { echo "eager-decay: patch did not apply"; exit 2; }
-cmake -S "$work/src2" -B "$work/eager" -DGOSTACK_BUILD_HARNESS=OFF -DGOSTACK_BUILD_EXAMPLES=OFF >/dev/null &&
-	cmake --build "$work/eager" -j2 --target test_stress >/dev/null || exit 2
+patched eager lockfree/stackpool.c \
+	's|bool free_span = gostack__lf(s)->sweep_count == s->nelems;|bool free_span = gostack__lf(s)->sweep_count == s->nelems \|\| idle_pass != 0; /* BROKEN */|' \
+	"BROKEN" test_stress
 try eager-decay "$work/eager" test_stress --backend lockfree --decay 1 --threads 16
 exit $status
