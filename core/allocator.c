@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mheap.h"
 #include "pools.h"
 
 gostack_allocator_t *gostack__allocators;           /* registry lock */
@@ -27,8 +28,7 @@ static void
 fork_prepare(void)
 {
 	pthread_mutex_lock(&gostack__decay_lock);   /* no scavenger pass half done */
-	if (gostack__lockfree_pools != NULL && gostack__lockfree_pools->global_fork_prepare)
-		gostack__lockfree_pools->global_fork_prepare();
+	gostack__backends_fork_prepare();
 	pthread_mutex_lock(&gostack__registry_lock);
 	for (gostack_allocator_t *a = gostack__allocators; a != NULL; a = a->next)
 		if (a->ops->fork_prepare)
@@ -48,8 +48,7 @@ fork_parent(void)
 		if (a->ops->fork_parent)
 			a->ops->fork_parent(a->pools);
 	pthread_mutex_unlock(&gostack__registry_lock);
-	if (gostack__lockfree_pools != NULL && gostack__lockfree_pools->global_fork_parent)
-		gostack__lockfree_pools->global_fork_parent();
+	gostack__backends_fork_parent();
 	pthread_mutex_unlock(&gostack__decay_lock);
 }
 
@@ -66,8 +65,7 @@ fork_child(void)
 		if (a->ops->fork_parent)
 			a->ops->fork_parent(a->pools);
 	pthread_mutex_unlock(&gostack__registry_lock);
-	if (gostack__lockfree_pools != NULL && gostack__lockfree_pools->global_fork_child)
-		gostack__lockfree_pools->global_fork_child();
+	gostack__backends_fork_child();
 	gostack__tcache_fork_child();
 	pthread_mutex_unlock(&gostack__decay_lock);
 }
@@ -87,34 +85,9 @@ init_once_fn(void)
 }
 
 void
-gostack__thread_prepare(void)
-{
-	if (gostack__lockfree_pools != NULL && gostack__lockfree_pools->global_thread_prepare)
-		gostack__lockfree_pools->global_thread_prepare();
-}
-
-void
 gostack__init(void)
 {
 	pthread_once(&init_once, init_once_fn);
-}
-
-static const struct gostack__pools_ops *
-backend_ops(gostack_backend_t b)
-{
-	switch (b) {
-	case GOSTACK_BACKEND_DEFAULT:
-		return gostack__lockfree_pools != NULL ? gostack__lockfree_pools : &gostack__mutex_pools;
-	case GOSTACK_BACKEND_MUTEX:
-		return &gostack__mutex_pools;
-	case GOSTACK_BACKEND_LOCKFREE:
-		if (gostack__lockfree_pools == NULL)
-			errno = ENOSYS;
-		return gostack__lockfree_pools;
-	default:
-		errno = EINVAL;
-		return NULL;
-	}
 }
 
 gostack_allocator_t *
@@ -133,7 +106,7 @@ gostack_allocator_new(const gostack_config_t *cfg)
 		errno = EINVAL;
 		return NULL;
 	}
-	if ((ops = backend_ops(cfg->backend)) == NULL)
+	if ((ops = gostack__backend_of(cfg->backend)) == NULL)
 		return NULL;
 	if ((a = gostack__meta_alloc(sizeof *a)) == NULL)
 		return NULL;
@@ -147,7 +120,7 @@ gostack_allocator_new(const gostack_config_t *cfg)
 	/* The inline paths assume Go's layout: packed, naturally aligned stacks. */
 	a->fast = !a->no_cache && !a->debug && a->guard == 0;
 	a->ops = ops;
-	a->backend = ops == &gostack__mutex_pools ? GOSTACK_BACKEND_MUTEX : GOSTACK_BACKEND_LOCKFREE;
+	a->backend = ops->kind;
 	if ((a->pools = ops->create(a)) == NULL) {
 		int e = errno;
 
@@ -188,10 +161,9 @@ gostack_allocator_reclaim(gostack_allocator_t *a)
 		if (a->ops->check != NULL)
 			a->ops->check(a->pools);
 	}
-	gostack__thread_prepare();
 	pthread_mutex_lock(&gostack__decay_lock);
-	bytes = a->ops->reclaim(a->pools);
-	gostack__heap_release_empty();
+	bytes = a->ops->release(a->pools, GOSTACK__RELEASE_ALL, true);
+	gostack__release_arenas();
 	gostack__heap_scavenge();
 	pthread_mutex_unlock(&gostack__decay_lock);
 	return bytes;
@@ -205,7 +177,6 @@ gostack_allocator_delete(gostack_allocator_t *a)
 
 	if (a == NULL || a->is_default)
 		return EINVAL;
-	gostack__thread_prepare();
 	pthread_mutex_lock(&gostack__decay_lock);
 	pthread_mutex_lock(&gostack__registry_lock);
 	gostack__sum_stats(a, &sum, cached);
@@ -230,7 +201,7 @@ gostack_allocator_delete(gostack_allocator_t *a)
 	if (atomic_load_explicit(&a->mapped, memory_order_relaxed) != 0)
 		gostack__throw("allocator %p deleted with %zu bytes still mapped", (void *)a,
 		    atomic_load_explicit(&a->mapped, memory_order_relaxed));
-	gostack__heap_release_empty();
+	gostack__release_arenas();
 	pthread_mutex_unlock(&gostack__decay_lock);
 	gostack__meta_free(a, sizeof *a);
 	return 0;
@@ -299,11 +270,11 @@ default_init(void)
 	if (b != NULL && *b != '\0') {
 		if (strcmp(b, "mutex") == 0)
 			cfg.backend = GOSTACK_BACKEND_MUTEX;
-		else if (strcmp(b, "lockfree") == 0 && gostack__lockfree_pools != NULL)
+		else if (strcmp(b, "lockfree") == 0 && gostack__backend_of(GOSTACK_BACKEND_LOCKFREE) != NULL)
 			cfg.backend = GOSTACK_BACKEND_LOCKFREE;
 		else
 			gostack__warn("GOSTACK_BACKEND=%s is not mutex or lockfree%s; using the default",
-			    b, gostack__lockfree_pools == NULL ? " (lockfree not built)" : "");
+			    b, gostack__backend_of(GOSTACK_BACKEND_LOCKFREE) == NULL ? " (lockfree not built)" : "");
 	}
 	gostack_allocator_t *a = gostack_allocator_new(&cfg);
 
@@ -346,7 +317,3 @@ gostack_free(gostack_t stk)
 		return;
 	gostack_allocator_free(gostack_default_allocator(), stk);
 }
-
-#ifndef GOSTACK_HAVE_LOCKFREE
-const struct gostack__pools_ops *const gostack__lockfree_pools = NULL;
-#endif

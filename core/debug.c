@@ -6,10 +6,10 @@
  *    the span's out-of-line metadata, set by free, cleared by alloc; a free
  *    that finds it set is a double free;
  *  - poisoning (Go's stackPoisonCopy idea): a freed stack is filled with
- *    0xfc (past its first 16 bytes, where pools keep their links; for stacks
- *    over 64 KiB, the lowest 4 KiB and the top 64 KiB, so a huge stack is
- *    not committed by its own poison), checked when it is handed out again:
- *    a write after free is reported with its offset;
+ *    0xfc (a small stack below its top 16 bytes, where pools keep its link;
+ *    for stacks over 64 KiB, the lowest 4 KiB and the top 64 KiB, so a huge
+ *    stack is not committed by its own poison), checked when it is handed
+ *    out again: a write after free is reported with its offset;
  *  - invariant checks of the thread's caches at flush and reclaim, and of
  *    the pools at reclaim (pools_ops.check).
  * Every report is one line starting "gostack:" and then abort().
@@ -19,7 +19,6 @@
 #include "pools.h"
 
 #define POISON 0xfc
-#define SKIP 16
 #define FULL_LIMIT ((size_t)64 << 10)
 #define LOW_PART ((size_t)4 << 10)
 
@@ -45,15 +44,16 @@ stack_bit(struct gostack__span *s, uintptr_t lo, size_t n)
 	return (uint32_t)1 << gostack__span_index(s, lo);
 }
 
-/* The poisoned ranges of a stack [lo, lo + n). */
+/* The poisoned ranges of a stack [lo, lo + n): all of it but a small
+ * stack's link (span.h). */
 static void
 ranges(uintptr_t lo, size_t n, uintptr_t r[2][2])
 {
 	if (n <= FULL_LIMIT) {
-		r[0][0] = lo + SKIP; r[0][1] = lo + n;
+		r[0][0] = lo; r[0][1] = lo + n - (gostack__is_small(n) ? GOSTACK__LINK_SIZE : 0);
 		r[1][0] = r[1][1] = 0;
 	} else {
-		r[0][0] = lo + SKIP; r[0][1] = lo + LOW_PART;
+		r[0][0] = lo; r[0][1] = lo + LOW_PART;
 		r[1][0] = lo + n - FULL_LIMIT; r[1][1] = lo + n;
 	}
 }
@@ -95,18 +95,25 @@ gostack__debug_alloc(gostack_allocator_t *a, struct gostack__span *s, uintptr_t 
 	}
 }
 
-void
-gostack__debug_check_link(gostack_allocator_t *a, uintptr_t lo, size_t n)
+/* lo starts an n-byte stack of a live span of a (pool or large). */
+static bool
+is_stack_of(gostack_allocator_t *a, uintptr_t lo, size_t n)
 {
 	struct gostack__span *s = gostack__span_of(lo);
 	uint8_t st = s != NULL ? atomic_load_explicit(&s->state, memory_order_relaxed) : 0;
 
-	if (s == NULL || (st != GOSTACK__SPAN_POOL && st != GOSTACK__SPAN_LARGE) ||
-	    atomic_load_explicit(&s->alloc, memory_order_relaxed) != a ||
-	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) != n ||
-	    gostack__span_index(s, lo) == UINT32_MAX)
+	return s != NULL && (st == GOSTACK__SPAN_POOL || st == GOSTACK__SPAN_LARGE) &&
+	    atomic_load_explicit(&s->alloc, memory_order_relaxed) == a &&
+	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) == n &&
+	    gostack__span_index(s, lo) != UINT32_MAX;
+}
+
+void
+gostack__debug_check_link(gostack_allocator_t *a, uintptr_t lo, size_t n)
+{
+	if (!is_stack_of(a, lo, n))
 		gostack__throw("corrupt free list: %#lx is not a free %zu-byte stack of this allocator "
-		    "(was a free stack's first word written after free?)", (unsigned long)lo, n);
+		    "(was a free stack's top 16 bytes, its link, written after free?)", (unsigned long)lo, n);
 }
 
 void
@@ -118,14 +125,9 @@ gostack__debug_check_tcache(struct gostack__tcache *t)
 		size_t n = gostack__order_size(o), count = 0;
 
 		for (struct gostack__gclink *x = t->stackcache[o].list; x != NULL; x = x->next) {
-			struct gostack__span *s = gostack__span_of((uintptr_t)x);
-
-			if (s == NULL || atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_POOL ||
-			    atomic_load_explicit(&s->alloc, memory_order_relaxed) != a ||
-			    atomic_load_explicit(&s->elemsize, memory_order_relaxed) != n ||
-			    gostack__span_index(s, (uintptr_t)x) == UINT32_MAX)
-				gostack__throw("corrupt thread cache: %p on the %zu-byte list is not a free %zu-byte stack of this allocator",
-				    (void *)x, n, n);
+			if (!is_stack_of(a, gostack__link_lo(x, n), n))
+				gostack__throw("corrupt thread cache: link %p on the %zu-byte list is not that of a free "
+				    "%zu-byte stack of this allocator", (void *)x, n, n);
 			if (++count > GOSTACK_CACHE_SIZE / n + 1)
 				gostack__throw("corrupt thread cache: the %zu-byte list at %p is longer than the cache", n,
 				    (void *)t->stackcache[o].list);

@@ -48,18 +48,13 @@ GOSTACK__HIDDEN void *gostack__os_reserve(size_t size, size_t align);
 GOSTACK__HIDDEN void gostack__os_unmap(void *p, size_t size);
 /* Give the pages back (RSS falls); the range stays mapped and reads zero. */
 GOSTACK__HIDDEN void gostack__os_decommit(void *p, size_t size);
-/* Give the pages back and make the range inaccessible (a "hole", PROT_NONE,
- * still reserved); false if the kernel refused. */
-GOSTACK__HIDDEN bool gostack__os_punch(void *p, size_t size);
-/* Map a hole back (MAP_FIXED); false with errno on failure. */
-GOSTACK__HIDDEN bool gostack__os_refill(void *p, size_t size);
 /*
  * Stack memory is MADV_NOHUGEPAGE unless GOSTACK_THP=1: with transparent
  * huge pages "always", touching one 2 KiB stack of an arena would commit a
  * 2 MiB page (thousands of idle coroutines would cost GiBs), khugepaged
  * would collapse free stacks back into RSS after decay gave them back, and
  * a 4 KiB MADV_DONTNEED or guard would split huge pages. Applied to whole
- * arenas, and to holes mapped back, so that mappings keep merging.
+ * arenas.
  */
 GOSTACK__HIDDEN void gostack__os_nohugepage(void *p, size_t size);
 /* The OS page size (guards are rounded to it). */
@@ -88,46 +83,26 @@ GOSTACK__HIDDEN void gostack__meta_free(void *p, size_t size);
 GOSTACK__HIDDEN void gostack__meta_fork_prepare(void);
 GOSTACK__HIDDEN void gostack__meta_fork_parent(void);
 
-/* ---- mheap.c ----------------------------------------------------------- */
+/* ---- span.c ------------------------------------------------------------ */
 
-/* How a span's memory goes back when it is freed to the heap. */
-enum gostack__release {
-	GOSTACK__RELEASE_DECOMMIT,   /* back to the heap dirty; madvise(MADV_DONTNEED) by the
-	                                heap's scavenger (past GOSTACK__HEAP_RETAIN, or reclaim) */
-	GOSTACK__RELEASE_UNMAP,      /* PROT_NONE hole, mapped back on reuse: only after
-	                                no thread can still read it (lockfree/: after a grace period) */
-	GOSTACK__RELEASE_IDLE        /* as DECOMMIT, but the span was idle for its decay time
-	                                already: the scavenger's next pass gives it back */
-};
-
-/* Go's allocManual: a span for allocator a, in state `state` (SPAN_POOL or
- * SPAN_LARGE) holding stacks of elemsize bytes laid out by gostack__geom,
- * guards installed. Counts its stack bytes in a's mapped_bytes. NULL with
- * errno ENOMEM. */
+/* Go's allocManual for allocator a: a span in state `state` (SPAN_POOL or
+ * SPAN_LARGE) holding stacks of elemsize bytes laid out for a's guard
+ * (gostack__geom_of), guards installed, its stack bytes added to a's
+ * mapped. NULL with errno ENOMEM. May be called under a pool lock: it leaves
+ * the scavenger's kick to gostack__scavenger_poke(). */
 GOSTACK__HIDDEN struct gostack__span *gostack__span_alloc(gostack_allocator_t *a,
     uint8_t state, size_t elemsize);
-/* Go's freeManual: the span goes back to the heap and its memory to the OS.
- * a == NULL: the caller already took the bytes off its allocator's mapped. */
-GOSTACK__HIDDEN void gostack__span_free(gostack_allocator_t *a, struct gostack__span *s,
-    enum gostack__release how);
-/* Go's spanOf: the span head whose memory starts at the 32 KiB unit holding
- * addr, or NULL when addr is not in an arena. Reads only the arena table and
- * the arena's out-of-line span array, never the stack. Callers check state. */
+/* Go's freeManual: the span leaves a (its bytes off a's mapped) for the
+ * heap, which keeps its pages committed for a's decay_ms (idle: the span sat
+ * idle that long already; the scavenger's next pass gives it back). The
+ * caller guarantees that no thread can still touch its memory (lockfree/:
+ * after a grace period). */
+GOSTACK__HIDDEN void gostack__span_free(gostack_allocator_t *a, struct gostack__span *s, bool idle);
+/* Go's spanOf (mheap.c): the span head whose memory starts at the 32 KiB unit
+ * holding addr, or NULL when addr is not in an arena. Reads only the arena
+ * table and the arena's out-of-line span array, never the stack. Callers
+ * check state. */
 GOSTACK__HIDDEN struct gostack__span *gostack__span_of(uintptr_t addr);
-/* Freed span memory the heap keeps committed, process-wide, before it
- * scavenges (Go's heap keeps freed pages until its scavenger runs). */
-#define GOSTACK__HEAP_RETAIN ((size_t)16 << 20)
-/* Every dirty free block back to the OS (madvise); returns the bytes. */
-GOSTACK__HIDDEN size_t gostack__heap_scavenge(void);
-/* Dirty free blocks whose decay deadline is <= now back to the OS; *next:
- * the earliest deadline left (UINT64_MAX: none). Returns the bytes. */
-GOSTACK__HIDDEN size_t gostack__heap_decay(uint64_t now, uint64_t *next);
-/* Bytes of dirty free blocks. */
-GOSTACK__HIDDEN size_t gostack__heap_dirty(void);
-/* Unmap arenas that hold no span; returns bytes unmapped. */
-GOSTACK__HIDDEN size_t gostack__heap_release_empty(void);
-GOSTACK__HIDDEN void gostack__heap_fork_prepare(void);
-GOSTACK__HIDDEN void gostack__heap_fork_parent(void);
 
 /* ---- stackcache.c ------------------------------------------------------ */
 
@@ -146,7 +121,7 @@ struct gostack__tstat {
 	_Atomic uint64_t pool_out[GOSTACK_NUM_ORDERS], pool_in[GOSTACK_NUM_ORDERS];
 };
 
-/* Go's stackfreelist: a LIFO of free stacks linked through their first word. */
+/* Go's stackfreelist: a LIFO of free stacks linked through their gclinks (span.h). */
 struct gostack__stackfreelist {
 	struct gostack__gclink *list;
 	_Atomic size_t size;       /* bytes in list; written by the owner only */
@@ -180,10 +155,13 @@ struct gostack__tcache {
 enum { GOSTACK__TLS_FRESH = 0, GOSTACK__TLS_LIVE, GOSTACK__TLS_EXITING };
 
 /* Per-thread state, initial-exec TLS: no __tls_get_addr on the fast path.
- * slot[GOSTACK__SLOTS] is always NULL: the slot of cacheless allocators. */
+ * slot[GOSTACK__SLOTS] is always NULL: the slot of cacheless allocators.
+ * kick: this thread took a span from the heap for an allocator with decay
+ * and has not kicked the scavenger yet (gostack__scavenger_poke). */
 struct gostack__tls {
 	struct gostack__tcache *slot[GOSTACK__SLOTS + 1];
 	int state;
+	bool kick;
 };
 extern __thread struct gostack__tls gostack__tls
     __attribute__((tls_model("initial-exec"))) GOSTACK__HIDDEN;
@@ -233,8 +211,20 @@ GOSTACK__HIDDEN bool gostack__debug_env(void);
 /* CLOCK_MONOTONIC_COARSE in milliseconds (vDSO, no syscall). */
 GOSTACK__HIDDEN uint64_t gostack__now_ms(void);
 /* Make sure the background scavenger runs (started on first need, again in
- * a fork child); cheap when it does: one relaxed load. */
+ * a fork child); when it does, one seq_cst RMW and one seq_cst load. May
+ * start a thread: never called with a gostack lock held. */
 GOSTACK__HIDDEN void gostack__scavenger_kick(void);
+
+/* The engine's slow paths, once they hold no lock: the kick that
+ * gostack__span_alloc left for this thread, if any (one TLS load). */
+static inline void
+gostack__scavenger_poke(void)
+{
+	if (__builtin_expect(gostack__tls.kick, 0)) {
+		gostack__tls.kick = false;
+		gostack__scavenger_kick();
+	}
+}
 /* Held by the scavenger for a whole pass, and by stats, reclaim and delete,
  * so that they never see a pass half done. Lock order: first of all. */
 GOSTACK__HIDDEN extern pthread_mutex_t gostack__decay_lock;
@@ -275,21 +265,11 @@ struct gostack_allocator {
 	gostack_allocator_t *next, *prev;/* registry lock */
 };
 
-/* Where stacks of n bytes lie in a's spans (the geometry fields of struct
- * gostack__span). Without guards: naturally aligned and packed, 32 KiB pool
- * spans (Go's layout). With guards: each stack gets a slot of stride =
- * round2(max(n, page) + guard) bytes, the stack at its top (a stack under a
- * page starts a page of its own: the guard must be page-aligned below lo),
- * the guard directly below, the rest of the slot never touched (address
- * space, not memory); pool spans are max(32 KiB, stride). */
-struct gostack__geom {
-	size_t bytes, stride, lo_off;
-	uint32_t nelems;
-};
-
+/* The geometry of a's spans of n-byte stacks (span.h: struct gostack__geom). */
 static inline void
 gostack__geom_of(const gostack_allocator_t *a, size_t n, struct gostack__geom *g)
 {
+	g->guard = a->guard;
 	if (a->guard == 0) {
 		g->stride = n;
 		g->lo_off = 0;
@@ -314,6 +294,18 @@ gostack__count_shared(_Atomic uint64_t *c, uint64_t d)
 
 GOSTACK__HIDDEN extern gostack_allocator_t *gostack__allocators; /* registry lock */
 
+/* The calling thread's cache for a if it already has one, else NULL: the
+ * one identity test of the fast paths (a slot may hold another allocator's
+ * cache, or an orphan with id 0). */
+static inline struct gostack__tcache *
+gostack__tcache_mine(const gostack_allocator_t *a)
+{
+	struct gostack__tcache *t = gostack__tls.slot[a->slot];
+
+	return t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) == a->id ? t : NULL;
+}
+
+
 /* ---- stats.c ----------------------------------------------------------- */
 
 /* Sum of a's counters and its threads' cached bytes per order; registry lock held. */
@@ -324,8 +316,5 @@ GOSTACK__HIDDEN size_t gostack__inuse_of(const struct gostack__tstat *s);
 GOSTACK__HIDDEN void gostack__stats_at_exit(void);
 /* Library init (pthread_once): TLS key, fork handlers. */
 GOSTACK__HIDDEN void gostack__init(void);
-/* Before core takes the registry lock on a path that gives stacks back to
- * the pools (flush, thread exit, delete): the backend's per-thread setup. */
-GOSTACK__HIDDEN void gostack__thread_prepare(void);
 
 #endif /* GOSTACK_INTERNAL_H */

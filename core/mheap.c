@@ -1,6 +1,7 @@
 /*
  * mheap.c: Go's page heap for stacks (allocManual / freeManual / spanOf)
- * and its scavenger.
+ * and its scavenger. The heap knows no allocator: it is given a span's
+ * geometry and decay deadline, and calls nothing above os.c.
  *
  * Memory comes from the OS in a few large reservations, "arenas": a power of
  * two of at least 64 MiB, 64 MiB-aligned, readable and writable, committed
@@ -11,8 +12,8 @@
  * Inside an arena a binary buddy allocator hands out blocks of 2^k units of
  * 32 KiB: every span (a 32 KiB pool span or a large stack) is a power of two
  * >= 32 KiB, so spans are naturally aligned and buddies coalesce on free.
- * The arena's first units hold its header and one struct gostack__span per
- * unit (out-of-line metadata: nothing is ever stored inside a stack).
+ * The arena's first units hold its header, one struct gostack__span per unit
+ * and the dirty bitmap (out-of-line metadata: nothing is stored in a stack).
  *
  * spanOf: a flat table with one entry per 64 MiB of the 48-bit address space
  * (4 Mi entries, one 32 MiB lazily committed mapping) points at the span
@@ -20,36 +21,49 @@
  * span. Two dependent loads, no lock, never a read of memory gostack does
  * not own.
  *
- * Giving memory back (Go: freeManual returns pages to the heap at once, the
- * scavenger returns them to the OS later). A span freed with
- * GOSTACK__RELEASE_DECOMMIT goes back to the heap at once, its pages still
- * committed ("dirty"); the heap keeps at most GOSTACK__HEAP_RETAIN bytes of
- * dirty free blocks process-wide and scavenges them all (madvise
- * MADV_DONTNEED) when a free passes that, and on every reclaim. So a span
- * that empties and refills in a loop costs no syscall and no page fault (on
- * a virtual machine a DONTNEED's TLB flush can cost 100 us), and the memory
- * is back when reclaim returns. A span freed with GOSTACK__RELEASE_UNMAP
- * (lock-free pools, after a grace period) is replaced at once by an
- * inaccessible PROT_NONE mapping, a "hole" that stays reserved and is mapped
- * back when the block is reused, so a stale access faults instead of reading
- * reused memory. Whole arenas are unmapped by gostack__heap_release_empty()
- * (from reclaim) once they hold no span.
+ * Dirty memory (Go's pallocData keeps its scavenged bits per page; this heap
+ * keeps a dirty bit per 32 KiB unit). A unit is dirty while it is free and
+ * may hold committed pages: a freed span's units become dirty, each with the
+ * decay deadline its span was freed with (spans[u].decay_at); a scavenge
+ * gives a dirty unit's pages back (MADV_DONTNEED) and clears its bit; a unit
+ * handed out again leaves the dirty set. Merging and splitting buddy blocks
+ * move no bit, so a merged block never makes clean memory look dirty, and
+ * heap_dirty_bytes is exactly 32 KiB per dirty unit. The heap keeps at most
+ * GOSTACK__HEAP_RETAIN dirty bytes process-wide and scavenges them all when
+ * a free passes that, and on every reclaim; so a span that empties and
+ * refills in a loop costs no syscall and no page fault (on a virtual machine
+ * a DONTNEED's TLB flush can cost 100 us), and the memory is back when
+ * reclaim returns. Free memory is never unmapped piecewise, so the number of
+ * mappings does not depend on how many spans come and go.
  *
- * Locking: one heap lock (Go's mheap.lock), taken after any pool lock.
+ * Whole arenas go back in two steps: gostack__heap_detach_empty() takes every
+ * arena that holds no span out of the heap and the spanOf table (no span can
+ * be carved from it any more), then, once the caller knows that no thread
+ * can still read its metadata (the lock-free pools' grace period, core/
+ * pools.c), gostack__heap_unmap() unmaps them.
+ *
+ * Locking: one heap lock (Go's mheap.lock), taken after any pool lock; no
+ * other gostack lock is taken under it.
  */
 #include <string.h>
 
 #include "mheap.h"
-#include "tools.h"
 
 #define ARENA_STEP_MAX ((size_t)1 << 30)
 
 static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct gostack__arena *arenas;   /* heap lock */
 static size_t reserved;                 /* heap lock: bytes in arenas */
-static size_t dirty_bytes;              /* heap lock: bytes of free blocks flagged DIRTY */
-static uint64_t dirty_next = UINT64_MAX;/* heap lock: <= the earliest decay_at of a DIRTY block */
+static size_t dirty_units;              /* heap lock: dirty bits set, all arenas */
+static uint64_t dirty_next = UINT64_MAX;/* heap lock: <= the earliest decay_at of a dirty unit */
 _Atomic(struct gostack__span *) *_Atomic gostack__arena_table;
+
+#ifdef GOSTACK_TEST_HOOKS
+/* Test builds only: free heap memory is made a guard region (any access
+ * faults) and opened again when handed out, so that a thread touching memory
+ * after it went back to the heap crashes (tests/test_lockfree.c). */
+_Atomic int gostack__test_guard_free;
+#endif
 
 struct gostack__span *
 gostack__span_of(uintptr_t addr)
@@ -70,19 +84,45 @@ unit_of(struct gostack__arena *ar, struct gostack__span *s)
 	return (size_t)(s - ar->spans);
 }
 
+static inline bool
+dirty_test(const struct gostack__arena *ar, size_t u)
+{
+	return (ar->dirty[u >> 6] >> (u & 63)) & 1;
+}
+
+/* Units [u, u + n) leave the dirty set (handed out, or scavenged). */
 static void
-free_insert(struct gostack__arena *ar, size_t u, unsigned h, uint8_t flags, uint64_t decay_at)
+dirty_clear(struct gostack__arena *ar, size_t u, size_t n)
+{
+	for (size_t i = u; i < u + n; i++) {
+		if (dirty_test(ar, i)) {
+			ar->dirty[i >> 6] &= ~((uint64_t)1 << (i & 63));
+			dirty_units--;
+		}
+	}
+}
+
+/* Units [u, u + n) are free and may hold committed pages until decay_at. */
+static void
+dirty_set(struct gostack__arena *ar, size_t u, size_t n, uint64_t decay_at)
+{
+	for (size_t i = u; i < u + n; i++) {
+		if (!dirty_test(ar, i)) {
+			ar->dirty[i >> 6] |= (uint64_t)1 << (i & 63);
+			dirty_units++;
+		}
+		ar->spans[i].decay_at = decay_at;
+	}
+	if (decay_at < dirty_next)
+		dirty_next = decay_at;
+}
+
+static void
+free_insert(struct gostack__arena *ar, size_t u, unsigned h)
 {
 	struct gostack__span *s = &ar->spans[u];
 
 	s->horder = (uint8_t)h;
-	s->hflags = flags;
-	s->decay_at = decay_at;
-	if (flags & GOSTACK__BLOCK_DIRTY) {
-		dirty_bytes += (size_t)1 << (h + GOSTACK__SPAN_SHIFT);
-		if (decay_at < dirty_next)
-			dirty_next = decay_at;
-	}
 	s->hprev = NULL;
 	s->hnext = ar->free[h];
 	if (s->hnext != NULL)
@@ -102,16 +142,13 @@ free_remove(struct gostack__arena *ar, struct gostack__span *s)
 	if (s->hnext != NULL)
 		s->hnext->hprev = s->hprev;
 	s->hnext = s->hprev = NULL;
-	if (s->hflags & GOSTACK__BLOCK_DIRTY)
-		dirty_bytes -= (size_t)1 << (s->horder + GOSTACK__SPAN_SHIFT);
 	atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
 }
 
-/* Free block (u, h): coalesce with free buddies, then list it. A merged
- * block carries both halves' flags (it may hold a hole, or dirty pages) and
- * the earlier decay deadline of its dirty halves. */
+/* Free block (u, h): coalesce with free buddies, then list it. Dirty bits
+ * stay with their units. */
 static void
-free_block(struct gostack__arena *ar, size_t u, unsigned h, uint8_t flags, uint64_t decay_at)
+free_block(struct gostack__arena *ar, size_t u, unsigned h)
 {
 	ar->free_units += (size_t)1 << h;
 	while (h < ar->max_horder) {
@@ -122,21 +159,18 @@ free_block(struct gostack__arena *ar, size_t u, unsigned h, uint8_t flags, uint6
 		    bs->horder != h)
 			break;
 		free_remove(ar, bs);
-		if ((bs->hflags & GOSTACK__BLOCK_DIRTY) && bs->decay_at < decay_at)
-			decay_at = bs->decay_at;
-		flags |= bs->hflags;
 		u &= ~((size_t)1 << h);
 		atomic_store_explicit(&ar->spans[u ^ ((size_t)1 << h)].state, GOSTACK__SPAN_NONE,
 		    memory_order_relaxed);
 		h++;
 	}
-	free_insert(ar, u, h, flags, decay_at);
+	free_insert(ar, u, h);
 }
 
-/* A block of 2^h units, split from the smallest free block that fits; or
- * SIZE_MAX. *flags: the block's HOLE/DIRTY flags. */
+/* A block of 2^h units, split from the smallest free block that fits, its
+ * units out of the dirty set; or SIZE_MAX. */
 static size_t
-alloc_block(struct gostack__arena *ar, unsigned h, uint8_t *flags, uint64_t *decay_at)
+alloc_block(struct gostack__arena *ar, unsigned h)
 {
 	unsigned j = h;
 
@@ -146,46 +180,58 @@ alloc_block(struct gostack__arena *ar, unsigned h, uint8_t *flags, uint64_t *dec
 		return SIZE_MAX;
 	struct gostack__span *s = ar->free[j];
 	size_t u = unit_of(ar, s);
-	uint8_t fl = s->hflags;
-	uint64_t at = s->decay_at;
 
 	free_remove(ar, s);
 	while (j > h) {
 		j--;
-		free_insert(ar, u + ((size_t)1 << j), j, fl, at);
+		free_insert(ar, u + ((size_t)1 << j), j);
 	}
 	ar->free_units -= (size_t)1 << h;
-	*flags = fl;
-	*decay_at = at;
+	dirty_clear(ar, u, (size_t)1 << h);
 	return u;
 }
 
-/* Go's scavenger: dirty free blocks whose deadline is <= until back to the
- * OS (UINT64_MAX: all of them); recomputes dirty_next. The blocks are free
- * and the heap lock is held, so nobody can be using them. Returns bytes. */
+/* Go's scavenger: dirty units whose deadline is <= until back to the OS
+ * (UINT64_MAX: all of them), one madvise per run of adjacent units;
+ * recomputes dirty_next. The units are free and the heap lock is held, so
+ * nobody can be using them. Returns bytes. */
 static size_t
 scavenge_locked(uint64_t until)
 {
 	size_t n = 0;
 
 	dirty_next = UINT64_MAX;
-	for (struct gostack__arena *ar = arenas; ar != NULL && dirty_bytes != 0; ar = ar->next) {
-		for (unsigned h = 0; h <= ar->max_horder; h++) {
-			for (struct gostack__span *s = ar->free[h]; s != NULL; s = s->hnext) {
-				if (!(s->hflags & GOSTACK__BLOCK_DIRTY))
-					continue;
-				if (s->decay_at > until) {
-					if (s->decay_at < dirty_next)
-						dirty_next = s->decay_at;
+	for (struct gostack__arena *ar = arenas; ar != NULL && dirty_units != 0; ar = ar->next) {
+		size_t run = 0, run_len = 0;
+
+		for (size_t w = 0; w < (ar->nunits + 63) / 64; w++) {
+			uint64_t bits = ar->dirty[w];
+
+			while (bits != 0) {
+				size_t u = w * 64 + (size_t)__builtin_ctzll(bits);
+
+				bits &= bits - 1;
+				if (ar->spans[u].decay_at > until) {
+					if (ar->spans[u].decay_at < dirty_next)
+						dirty_next = ar->spans[u].decay_at;
 					continue;
 				}
-				gostack__os_decommit((void *)(ar->base + (unit_of(ar, s) << GOSTACK__SPAN_SHIFT)),
-				    (size_t)1 << (h + GOSTACK__SPAN_SHIFT));
-				s->hflags &= (uint8_t)~GOSTACK__BLOCK_DIRTY;
-				dirty_bytes -= (size_t)1 << (h + GOSTACK__SPAN_SHIFT);
-				n += (size_t)1 << (h + GOSTACK__SPAN_SHIFT);
+				if (run_len != 0 && run + run_len != u) {
+					gostack__os_decommit((void *)(ar->base + (run << GOSTACK__SPAN_SHIFT)),
+					    run_len << GOSTACK__SPAN_SHIFT);
+					run_len = 0;
+				}
+				if (run_len == 0)
+					run = u;
+				run_len++;
+				ar->dirty[u >> 6] &= ~((uint64_t)1 << (u & 63));
+				dirty_units--;
+				n += GOSTACK__SPAN_SIZE;
 			}
 		}
+		if (run_len != 0)
+			gostack__os_decommit((void *)(ar->base + (run << GOSTACK__SPAN_SHIFT)),
+			    run_len << GOSTACK__SPAN_SHIFT);
 	}
 	return n;
 }
@@ -209,7 +255,7 @@ gostack__heap_decay(uint64_t now, uint64_t *next)
 	pthread_mutex_lock(&heap_lock);
 	if (dirty_next <= now)
 		n = scavenge_locked(now);
-	*next = dirty_next;
+	*next = dirty_units != 0 ? dirty_next : UINT64_MAX;
 	pthread_mutex_unlock(&heap_lock);
 	return n;
 }
@@ -220,7 +266,7 @@ gostack__heap_dirty(void)
 	size_t n;
 
 	pthread_mutex_lock(&heap_lock);
-	n = dirty_bytes;
+	n = dirty_units << GOSTACK__SPAN_SHIFT;
 	pthread_mutex_unlock(&heap_lock);
 	return n;
 }
@@ -235,6 +281,7 @@ arena_new(size_t bytes)
 		t = gostack__os_reserve(GOSTACK__ARENA_TABLE_LEN * sizeof *t, 4096);
 		if (t == NULL)
 			return NULL;
+		/* Pairs with the acquire load in gostack__span_of_inline(). */
 		atomic_store_explicit(&gostack__arena_table, t, memory_order_release);
 	}
 	if (size > ARENA_STEP_MAX)
@@ -242,7 +289,7 @@ arena_new(size_t bytes)
 	size = gostack__round2(size);
 	size_t need = GOSTACK__ARENA_GRAN;
 
-	while (need < 2 * bytes)          /* the span array must fit beside the span */
+	while (need < 2 * bytes)          /* the metadata must fit beside the span */
 		need <<= 1;
 	if (size < need)
 		size = need;
@@ -261,7 +308,8 @@ arena_new(size_t bytes)
 	ar->size = size;
 	ar->nunits = size >> GOSTACK__SPAN_SHIFT;
 	ar->max_horder = gostack__stacklog2(ar->nunits);
-	size_t meta = sizeof *ar + ar->nunits * sizeof(struct gostack__span);
+	ar->dirty = (uint64_t *)(void *)&ar->spans[ar->nunits];
+	size_t meta = sizeof *ar + ar->nunits * sizeof(struct gostack__span) + (ar->nunits + 63) / 64 * 8;
 	ar->meta_units = (meta + GOSTACK__SPAN_SIZE - 1) >> GOSTACK__SPAN_SHIFT;
 	atomic_store_explicit(&ar->spans[0].state, GOSTACK__SPAN_META, memory_order_relaxed);
 	for (size_t u = ar->meta_units; u < ar->nunits;) {
@@ -269,12 +317,14 @@ arena_new(size_t bytes)
 
 		while (u + ((size_t)1 << h) > ar->nunits)
 			h--;
-		free_block(ar, u, h, 0, UINT64_MAX);
+		free_block(ar, u, h);   /* never touched: clean */
 		u += (size_t)1 << h;
 	}
 	ar->next = arenas;
 	arenas = ar;
 	reserved += size;
+	/* Pairs with the acquire load of t[i] in gostack__span_of_inline(): the
+	 * span array is initialised before spanOf can reach it. */
 	for (size_t i = 0; i < size >> GOSTACK__ARENA_GRAN_SHIFT; i++)
 		atomic_store_explicit(&t[(ar->base >> GOSTACK__ARENA_GRAN_SHIFT) + i],
 		    &ar->spans[i << (GOSTACK__ARENA_GRAN_SHIFT - GOSTACK__SPAN_SHIFT)], memory_order_release);
@@ -298,107 +348,95 @@ install_guards(struct gostack__span *s)
 }
 
 struct gostack__span *
-gostack__span_alloc(gostack_allocator_t *a, uint8_t state, size_t elemsize)
+gostack__heap_alloc(const struct gostack__geom *g, uint8_t state, size_t elemsize,
+    struct gostack_allocator *owner)
 {
-	struct gostack__geom g;
-
-	gostack__geom_of(a, elemsize, &g);
-	size_t bytes = g.bytes;
+	size_t bytes = g->bytes;
 	unsigned h = gostack__stacklog2(bytes) - GOSTACK__SPAN_SHIFT;
 	struct gostack__arena *ar;
 	size_t u = SIZE_MAX;
-	uint8_t flags = 0;
-	uint64_t decay_at = UINT64_MAX;
 
 	pthread_mutex_lock(&heap_lock);
 	for (ar = arenas; ar != NULL; ar = ar->next) {
-		if (ar->max_horder > h && (u = alloc_block(ar, h, &flags, &decay_at)) != SIZE_MAX)
+		if (ar->max_horder > h && (u = alloc_block(ar, h)) != SIZE_MAX)
 			break;
 	}
 	if (ar == NULL) {
 		ar = arena_new(bytes);
-		if (ar == NULL || (u = alloc_block(ar, h, &flags, &decay_at)) == SIZE_MAX) {
+		if (ar == NULL || (u = alloc_block(ar, h)) == SIZE_MAX) {
 			pthread_mutex_unlock(&heap_lock);
 			errno = ENOMEM;
 			return NULL;
 		}
 	}
 	/* The struct of the unit holding the first stack (span.h). */
-	struct gostack__span *s = &ar->spans[u + (g.lo_off >> GOSTACK__SPAN_SHIFT)];
+	struct gostack__span *s = &ar->spans[u + (g->lo_off >> GOSTACK__SPAN_SHIFT)];
 
 	s->horder = (uint8_t)h;
-	s->hflags = 0;
 	s->order = 0;
 	s->base = ar->base + (u << GOSTACK__SPAN_SHIFT);
 	s->npages = bytes >> GOSTACK__PAGE_SHIFT;
-	s->stride = (uint32_t)g.stride;
-	s->lo_off = (uint32_t)g.lo_off;
-	s->guard = (uint32_t)a->guard;
-	s->nelems = g.nelems;
-	s->allocCount = 0;
-	s->next = s->prev = NULL;
-	s->list = NULL;
-	s->manualFreeList = NULL;
-	memset(s->backend, 0, sizeof s->backend);
+	s->stride = (uint32_t)g->stride;
+	s->lo_off = (uint32_t)g->lo_off;
+	s->guard = (uint32_t)g->guard;
+	s->nelems = g->nelems;
+	s->decay_at = 0;
+	memset(&s->pool, 0, sizeof s->pool);
 	atomic_store_explicit(&s->dbg_freed, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->elemsize, elemsize, memory_order_relaxed);
-	atomic_store_explicit(&s->alloc, a, memory_order_relaxed);
+	atomic_store_explicit(&s->alloc, owner, memory_order_relaxed);
 	pthread_mutex_unlock(&heap_lock);
 
 	/* Outside the heap lock: the block is ours, nobody can see it yet. */
-	if (((flags & GOSTACK__BLOCK_HOLE) && !gostack__os_refill((void *)s->base, bytes)) ||
-	    (s->guard != 0 && !install_guards(s))) {
+#ifdef GOSTACK_TEST_HOOKS
+	if (atomic_load_explicit(&gostack__test_guard_free, memory_order_relaxed))
+		gostack__os_unguard((void *)s->base, bytes);
+#endif
+	if (s->guard != 0 && !install_guards(s)) {
 		pthread_mutex_lock(&heap_lock);
-		free_block(ar, u, h, flags, decay_at);
+		atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
+		free_block(ar, u, h);
 		pthread_mutex_unlock(&heap_lock);
 		errno = ENOMEM;
 		return NULL;
 	}
-	/* Published last (Go: atomic state publication in allocManual): free()'s
-	 * checks accept the span's stacks only from here on. */
+	/* Published last (Go: atomic state publication in allocManual); pairs
+	 * with nothing that needs it for memory safety (free()'s checks read
+	 * state, alloc and elemsize relaxed: a stack is only freed after it was
+	 * handed out, which happens-after this through the pool hand-off, see
+	 * span.h). */
 	atomic_store_explicit(&s->state, state, memory_order_release);
-	atomic_fetch_add_explicit(&a->mapped, gostack__span_stack_bytes(s), memory_order_relaxed);
-	if (a->decay_ms >= 0)
-		gostack__scavenger_kick();   /* memory to watch from now on */
 	return s;
 }
 
 void
-gostack__span_free(gostack_allocator_t *a, struct gostack__span *s, enum gostack__release how)
+gostack__heap_free(struct gostack__span *s, uint64_t decay_at)
 {
 	size_t bytes = s->npages << GOSTACK__PAGE_SHIFT;
 	struct gostack__arena *ar = arena_of_span(s);
-	uint8_t flags = GOSTACK__BLOCK_DIRTY;
-	/* Dirty pages go back once idle for the allocator's decay time (an idle
-	 * pooled span already was: at the scavenger's next pass). */
-	int decay = a != NULL ? a->decay_ms : GOSTACK__DECAY_DEFAULT_MS;
-	uint64_t decay_at = how == GOSTACK__RELEASE_IDLE ? 0 :
-	    decay < 0 ? UINT64_MAX : gostack__now_ms() + (uint64_t)decay;
+	size_t u = (s->base - ar->base) >> GOSTACK__SPAN_SHIFT;
 
-	if (a != NULL)
-		atomic_fetch_sub_explicit(&a->mapped, gostack__span_stack_bytes(s), memory_order_relaxed);
-	for (uint32_t i = 0; i < s->nelems; i++)   /* the ranges its stacks were poisoned in */
-		gostack__tool_span_free(gostack__span_stack(s, i), atomic_load_explicit(&s->elemsize, memory_order_relaxed));
-	/* The span is still ours: punch the hole (which also drops the guards)
-	 * or remove the guards outside the heap lock. */
-	if (how == GOSTACK__RELEASE_UNMAP && gostack__os_punch((void *)s->base, bytes))
-		flags = GOSTACK__BLOCK_HOLE;
-	else if (s->guard != 0)
+	/* The span is still ours: remove its guards outside the heap lock. */
+	if (s->guard != 0)
 		gostack__os_unguard((void *)s->base, bytes);
+#ifdef GOSTACK_TEST_HOOKS
+	if (atomic_load_explicit(&gostack__test_guard_free, memory_order_relaxed))
+		(void)gostack__os_guard((void *)s->base, bytes);
+#endif
 	pthread_mutex_lock(&heap_lock);
 	atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
-	free_block(ar, (s->base - ar->base) >> GOSTACK__SPAN_SHIFT, s->horder, flags, decay_at);
-	if (dirty_bytes > GOSTACK__HEAP_RETAIN)
+	dirty_set(ar, u, bytes >> GOSTACK__SPAN_SHIFT, decay_at);
+	free_block(ar, u, s->horder);
+	if ((dirty_units << GOSTACK__SPAN_SHIFT) > GOSTACK__HEAP_RETAIN)
 		scavenge_locked(UINT64_MAX);
 	pthread_mutex_unlock(&heap_lock);
 }
 
-size_t
-gostack__heap_release_empty(void)
+struct gostack__arena *
+gostack__heap_detach_empty(void)
 {
 	struct gostack__arena *dead = NULL, **pp;
 	_Atomic(struct gostack__span *) *t = atomic_load_explicit(&gostack__arena_table, memory_order_relaxed);
-	size_t bytes = 0;
 
 	pthread_mutex_lock(&heap_lock);
 	for (pp = &arenas; *pp != NULL;) {
@@ -409,10 +447,8 @@ gostack__heap_release_empty(void)
 			continue;
 		}
 		*pp = ar->next;
-		for (unsigned h = 0; h <= ar->max_horder; h++)
-			for (struct gostack__span *f = ar->free[h]; f != NULL; f = f->hnext)
-				if (f->hflags & GOSTACK__BLOCK_DIRTY)
-					dirty_bytes -= (size_t)1 << (h + GOSTACK__SPAN_SHIFT);
+		dirty_clear(ar, 0, ar->nunits);
+		/* Release: pairs with spanOf's acquire (it finds no arena here). */
 		for (size_t i = 0; i < ar->size >> GOSTACK__ARENA_GRAN_SHIFT; i++)
 			atomic_store_explicit(&t[(ar->base >> GOSTACK__ARENA_GRAN_SHIFT) + i], NULL,
 			    memory_order_release);
@@ -421,6 +457,14 @@ gostack__heap_release_empty(void)
 		dead = ar;
 	}
 	pthread_mutex_unlock(&heap_lock);
+	return dead;
+}
+
+size_t
+gostack__heap_unmap(struct gostack__arena *dead)
+{
+	size_t bytes = 0;
+
 	while (dead != NULL) {
 		struct gostack__arena *ar = dead;
 

@@ -1,6 +1,7 @@
 /*
- * mheap.h: the arena layout and Go's spanOf, inline for free()'s checks.
- * The heap itself (allocManual / freeManual) is in mheap.c.
+ * mheap.h: the page heap's interface (mheap.c), the arena layout and Go's
+ * spanOf, inline for free()'s checks. Only core/span.c, core/allocator.c,
+ * core/stats.c and the scavenger call the heap; the pools never do.
  */
 #ifndef GOSTACK_MHEAP_H
 #define GOSTACK_MHEAP_H
@@ -21,7 +22,12 @@
  *    free[horder]); non-head units have state NONE.
  *  - free_units = units in free blocks; the arena holds no span iff
  *    free_units == nunits - meta_units.
- *  - base and spans[] never change while the arena is in the table.
+ *  - base, spans[] and dirty never change while the arena is in the table.
+ *  - dirty[] (after spans[], in the metadata units): bit u set iff unit u is
+ *    in a free block and may hold committed pages (it was freed after its
+ *    last scavenge); spans[u].decay_at is then when it goes back. Units that
+ *    are in use or clean have the bit clear. The heap's dirty bytes are
+ *    exactly 32 KiB per set bit over all arenas.
  */
 struct gostack__arena {
 	uintptr_t base;
@@ -29,9 +35,37 @@ struct gostack__arena {
 	size_t nunits, meta_units, free_units;
 	unsigned max_horder;
 	struct gostack__arena *next;
+	uint64_t *dirty;
 	struct gostack__span *free[GOSTACK__MAX_HORDER + 1];
 	struct gostack__span spans[];
 };
+
+/* Freed span memory the heap keeps committed, process-wide, before it
+ * scavenges (Go's heap keeps freed pages until its scavenger runs). */
+#define GOSTACK__HEAP_RETAIN ((size_t)16 << 20)
+
+/* Go's allocManual: a span of g->bytes (a power of two >= 32 KiB) laid out
+ * by g, in state `state` (SPAN_POOL or SPAN_LARGE) holding stacks of
+ * elemsize bytes for owner (stored, never read by the heap), guards
+ * installed. NULL with errno ENOMEM. */
+GOSTACK__HIDDEN struct gostack__span *gostack__heap_alloc(const struct gostack__geom *g, uint8_t state,
+    size_t elemsize, struct gostack_allocator *owner);
+/* Go's freeManual: the span's block goes back to the heap, its units dirty
+ * until decay_at (UINT64_MAX: until a scavenge; 0: the next pass). */
+GOSTACK__HIDDEN void gostack__heap_free(struct gostack__span *s, uint64_t decay_at);
+/* Every dirty unit back to the OS (madvise); returns the bytes. */
+GOSTACK__HIDDEN size_t gostack__heap_scavenge(void);
+/* Dirty units whose decay deadline is <= now back to the OS; *next: the
+ * earliest deadline left (UINT64_MAX: none). Returns the bytes. */
+GOSTACK__HIDDEN size_t gostack__heap_decay(uint64_t now, uint64_t *next);
+/* Bytes of dirty free units (exact). */
+GOSTACK__HIDDEN size_t gostack__heap_dirty(void);
+/* Arenas that hold no span, taken out of the heap and the spanOf table. */
+GOSTACK__HIDDEN struct gostack__arena *gostack__heap_detach_empty(void);
+/* Unmap detached arenas (once nobody can read their metadata); bytes. */
+GOSTACK__HIDDEN size_t gostack__heap_unmap(struct gostack__arena *list);
+GOSTACK__HIDDEN void gostack__heap_fork_prepare(void);
+GOSTACK__HIDDEN void gostack__heap_fork_parent(void);
 
 /* One entry per 64 MiB of the 48-bit address space (the table itself is
  * NULL until the first arena): for a chunk inside an arena, the span struct

@@ -18,7 +18,7 @@
 #ifdef GOSTACK_TEST_HOOKS
 /*
  * Test builds only: fault injection at every OS memory request (arenas, the
- * arena table, metadata chunks, mapping a hole back, punching a hole).
+ * arena table, metadata chunks, guards).
  * gostack__test_fault_nth = N fails the Nth request from now (then 0);
  * gostack__test_fault_rate = R fails about one request in R.
  */
@@ -87,31 +87,6 @@ gostack__os_decommit(void *p, size_t size)
 {
 	/* Failure only costs RSS; the range stays valid either way. */
 	(void)madvise(p, size, MADV_DONTNEED);
-}
-
-bool
-gostack__os_punch(void *p, size_t size)
-{
-	/* Replace the pages with an inaccessible reservation in one step: the
-	 * memory goes back and any access faults, but the range stays ours, so
-	 * no other mmap (a thread stack, malloc) can be placed in it before we
-	 * map it back. Splitting the mapping can fail at vm.max_map_count. */
-	if (fault())
-		return false;
-	return mmap(p, size, PROT_NONE, GOSTACK__MAP_FLAGS | MAP_FIXED, -1, 0) != MAP_FAILED;
-}
-
-bool
-gostack__os_refill(void *p, size_t size)
-{
-	void *q = fault() ? MAP_FAILED : mmap(p, size, PROT_READ | PROT_WRITE, GOSTACK__MAP_FLAGS | MAP_FIXED, -1, 0);
-
-	if (q == MAP_FAILED) {
-		errno = ENOMEM;
-		return false;
-	}
-	gostack__os_nohugepage(p, size);   /* same flags as the arena: the mapping merges back */
-	return true;
 }
 
 void

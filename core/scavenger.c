@@ -19,8 +19,9 @@
  *
  * The alloc and free paths do nothing for this: no clock read, no counter
  * (a stackLarge free clears one word of span metadata). A span going back to
- * the heap is stamped with CLOCK_MONOTONIC_COARSE (vDSO) under the heap
- * lock, and gostack__span_alloc kicks the thread.
+ * the heap is stamped with CLOCK_MONOTONIC_COARSE (vDSO), and a thread that
+ * took a span from the heap kicks the scavenger once it holds no lock
+ * (gostack__scavenger_poke: the kick may start the thread).
  *
  * Sleeping: with nothing to give back and no memory mapped the thread sleeps
  * until kicked. The kick and the decision to sleep form a Dekker pair on
@@ -35,6 +36,7 @@
 #include <signal.h>
 #include <time.h>
 
+#include "mheap.h"
 #include "pools.h"
 
 enum { SCAV_NONE, SCAV_RUNNING, SCAV_IDLE, SCAV_FAILED };
@@ -65,16 +67,21 @@ pass(void)
 	int min_decay = -1;
 	bool busy = false;
 
-	gostack__thread_prepare();   /* (urcu-bp registration, before any lock) */
 	pthread_mutex_lock(&gostack__decay_lock);
 	now = gostack__now_ms();
+	/* The list is walked with only the decay lock held: allocators are
+	 * deleted under it (so none leaves meanwhile) and created by pushing a
+	 * new head (the snapshot's links do not change); pools_ops.release
+	 * runs with no other gostack lock held, as pools.h asks. */
 	pthread_mutex_lock(&gostack__registry_lock);
-	for (gostack_allocator_t *a = gostack__allocators; a != NULL; a = a->next) {
+	gostack_allocator_t *first = gostack__allocators;
+	pthread_mutex_unlock(&gostack__registry_lock);
+	for (gostack_allocator_t *a = first; a != NULL; a = a->next) {
 		if (a->decay_ms < 0)
 			continue;
 		bool sweep = now >= a->decay_sweep_at;
 
-		a->ops->decay(a->pools, now, sweep);
+		a->ops->release(a->pools, now, sweep);
 		if (sweep)
 			a->decay_sweep_at = now + (uint64_t)a->decay_ms;
 		if (atomic_load_explicit(&a->mapped, memory_order_relaxed) != 0)
@@ -82,7 +89,6 @@ pass(void)
 		if (min_decay < 0 || a->decay_ms < min_decay)
 			min_decay = a->decay_ms;
 	}
-	pthread_mutex_unlock(&gostack__registry_lock);
 	gostack__heap_decay(now, &next);
 	pthread_mutex_unlock(&gostack__decay_lock);
 	if (next != UINT64_MAX)
@@ -179,7 +185,7 @@ gostack__scavenger_kick(void)
 	pthread_mutex_unlock(&scav_mu);
 }
 
-/* Last in fork_prepare's order: a kick holds it under a pool lock. */
+/* Last in fork_prepare's order (a kick holds it with no other gostack lock). */
 void gostack__scavenger_fork_prepare(void) { pthread_mutex_lock(&scav_mu); }
 void gostack__scavenger_fork_parent(void) { pthread_mutex_unlock(&scav_mu); }
 

@@ -1,6 +1,7 @@
 /*
  * struct gostack__span: Go's mspan, with only the fields the stack allocator
- * touches, plus the buddy-heap fields of mheap.c and a backend-private area.
+ * touches, the buddy-heap fields of mheap.c and an area for the pool backend
+ * that owns the span.
  *
  * Every arena keeps one struct per 32 KiB unit, out of line (in the arena's
  * first units, never inside a stack), so the span of a stack is found from
@@ -13,40 +14,74 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sizeclass.h"
+
 struct gostack_allocator;
 
-/* Flags of a free heap block (may be only partly true of a merged block). */
-#define GOSTACK__BLOCK_HOLE  1u    /* may contain PROT_NONE holes: map back before use */
-#define GOSTACK__BLOCK_DIRTY 2u    /* may hold committed pages: the scavenger's work */
+/*
+ * Go's gclink: the link of a FREE small stack, in the stack's top
+ * GOSTACK__LINK_SIZE bytes (Go keeps it at lo). Stacks grow down from hi, so
+ * the top page is the first one a coroutine touches: a free stack costs no
+ * page the coroutine that used it never touched, and a stack handed out
+ * again faults in nothing new below its top page. The second word, at
+ * hi - 8, is reserved (never written today). Large stacks are never linked
+ * through their memory (their span metadata is).
+ */
+#define GOSTACK__LINK_SIZE ((size_t)16)
 
-/* Go's gclink: lives in the first word (at lo) of a FREE stack. */
 struct gostack__gclink {
 	struct gostack__gclink *next;
 };
 
-/* Go's mSpanList: intrusive, doubly linked; insert() pushes at the front. */
-struct gostack__spanlist {
-	struct gostack__span *first, *last;
-};
+/* The link of the free n-byte stack at lo, and back. */
+static inline struct gostack__gclink *
+gostack__link_of(uintptr_t lo, size_t n)
+{
+	return (struct gostack__gclink *)(lo + n - GOSTACK__LINK_SIZE);
+}
+
+static inline uintptr_t
+gostack__link_lo(const struct gostack__gclink *x, size_t n)
+{
+	return (uintptr_t)x + GOSTACK__LINK_SIZE - n;
+}
 
 enum gostack__span_state {
 	GOSTACK__SPAN_NONE = 0,   /* not a span head: inside a block, or never used */
 	GOSTACK__SPAN_FREE,       /* head of a free heap block */
 	GOSTACK__SPAN_META,       /* the arena's own metadata */
-	GOSTACK__SPAN_POOL,       /* a 32 KiB pool span carved into stacks of one order */
+	GOSTACK__SPAN_POOL,       /* a pool span carved into stacks of one order */
 	GOSTACK__SPAN_LARGE       /* one large stack (>= 32 KiB) */
 };
 
+/* Where stacks of n bytes lie in a span (the geometry fields of struct
+ * gostack__span), computed by gostack__geom_of (internal.h). Without
+ * guards: naturally aligned and packed, 32 KiB pool spans (Go's layout).
+ * With guards: each stack gets a slot of stride = round2(max(n, page) +
+ * guard) bytes, the stack at its top (a stack under a page starts a page of
+ * its own: the guard must be page-aligned below lo), the guard directly
+ * below, the rest of the slot never touched (address space, not memory);
+ * pool spans are max(32 KiB, stride). */
+struct gostack__geom {
+	size_t bytes, stride, lo_off, guard;
+	uint32_t nelems;
+};
+
+/* Bytes of a span's pool area (the backend's per-span fields). */
+#define GOSTACK__SPAN_POOL_BYTES 48
+
 /*
  * Invariants:
- *  - state, elemsize and alloc are published with release stores by the heap
- *    (under the heap lock) before the span's memory is handed out, and read
- *    with relaxed or acquire loads by free()'s checks. They do not change
- *    while any stack of the span is live.
- *  - A POOL span: elemsize = 2 KiB << order, base is 32 KiB-aligned,
- *    allocCount = stacks handed out of it, including those in per-thread
- *    caches (Go's meaning). Under the mutex backend it is on
- *    stackpool[order].span iff manualFreeList != NULL (Go's invariant).
+ *  - state, elemsize and alloc are written by the heap before the span's
+ *    stacks can be handed out (state last, with release) and do not change
+ *    while any stack of the span is live. free()'s checks read them relaxed:
+ *    a stack reaches free() only after it was handed out, and the hand-off
+ *    (a pool's lock or CAS, then the user's own transfer to the freeing
+ *    thread) orders the heap's writes before the check; a bogus free of
+ *    memory nobody was handed reads whatever is there and is reported (or,
+ *    racing a span's carving, may be taken for a valid free: misuse).
+ *  - A POOL span: elemsize = 2 KiB << order, order is set by the backend
+ *    that carved it before any of its stacks is handed out.
  *  - A LARGE span: elemsize = the stack size, one stack.
  *  - Geometry (set by the heap before publication, constant while the span
  *    lives): nelems stacks of elemsize bytes, the first at base + lo_off, one
@@ -57,21 +92,23 @@ enum gostack__span_state {
  *    span is the one of the 32 KiB unit holding the first stack's lo (for a
  *    guarded stack that is not at base, a unit inside the block), so that
  *    spanOf(lo) finds it. Only spans with one stack can have lo_off >= 32 KiB.
- *  - Heap fields (hnext, hprev, horder, hflags) belong to the heap lock.
+ *    A small stack never crosses a 32 KiB unit, so spanOf(link) == spanOf(lo).
+ *  - Heap fields (hnext, hprev, horder) belong to the heap lock.
+ *  - pool[] belongs to the backend that owns the span (its struct is in its
+ *    own header: core/mutex/mutex.h, lockfree/lockfree.h); zeroed by the heap
+ *    when the span is handed out.
  */
 struct gostack__span {
 	/* heap (mheap.c), heap lock */
 	struct gostack__span *hnext, *hprev;   /* free-block list of its buddy order */
 	_Atomic uint8_t state;
 	uint8_t horder;            /* log2(bytes) - 15 */
-	uint8_t hflags;            /* free block: GOSTACK__BLOCK_HOLE | GOSTACK__BLOCK_DIRTY */
-	/* decay (scavenger.c), in gostack__now_ms() time: for a DIRTY free
-	 * block, when its pages go back to the OS (heap lock); for a span idle in
-	 * stackLarge, when it leaves the pool, 0 until the scavenger first sees
-	 * it (that pool's lock, or owned by the thread that pushes or drains it) */
-	uint64_t decay_at;
 	uint8_t order;             /* pool spans: stack order */
-	uint32_t allocCount;       /* Go's allocCount (mutex backend: pool lock) */
+	/* In gostack__now_ms() time. A free unit: when its pages go back to the
+	 * OS if it is still dirty (heap lock). A span idle in stackLarge: when
+	 * it leaves the pool, 0 until the scavenger first sees it (that pool's
+	 * lock, or the thread that owns it after a pop or a drain). */
+	uint64_t decay_at;
 	uintptr_t base;            /* the heap block */
 	size_t npages;             /* 8 KiB pages of the block */
 	uint32_t stride, lo_off, guard;   /* geometry, above */
@@ -82,12 +119,7 @@ struct gostack__span {
 	 * has been freed by the user and not handed out again; 0 when the span
 	 * leaves the heap */
 	_Atomic uint32_t dbg_freed;
-	/* mutex backend (stackpool.c, stacklarge.c), pool locks */
-	struct gostack__span *next, *prev;
-	struct gostack__spanlist *list;
-	struct gostack__gclink *manualFreeList;
-	/* lock-free backend's private area (ck_stack_entry, rcu_head, sweep counters) */
-	_Alignas(16) unsigned char backend[48];
+	_Alignas(16) unsigned char pool[GOSTACK__SPAN_POOL_BYTES];
 };
 
 /* lo of stack i of span s. */
@@ -116,7 +148,7 @@ gostack__large_list(const struct gostack__span *s)
 {
 	size_t n = atomic_load_explicit(&s->elemsize, memory_order_relaxed);
 
-	return 63u - (unsigned)__builtin_clzll((unsigned long long)(n >> 13));
+	return 63u - (unsigned)__builtin_clzll((unsigned long long)(n >> GOSTACK__PAGE_SHIFT));
 }
 
 /* Bytes of stacks the span holds: what it adds to its allocator's mapped. */

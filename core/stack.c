@@ -15,11 +15,9 @@
 static inline struct gostack__tcache *
 tcache_of(gostack_allocator_t *a)
 {
-	struct gostack__tcache *t = gostack__tls.slot[a->slot];
+	struct gostack__tcache *t = gostack__tcache_mine(a);
 
-	if (gostack__likely(t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) == a->id))
-		return t;
-	return gostack__tcache_slow(a);
+	return gostack__likely(t != NULL) ? t : gostack__tcache_slow(a);
 }
 
 static gostack_t
@@ -38,6 +36,7 @@ stackalloc_large(gostack_allocator_t *a, size_t n)
 
 	if (s == NULL) {
 		s = gostack__span_alloc(a, GOSTACK__SPAN_LARGE, n);
+		gostack__scavenger_poke();
 		if (s == NULL)
 			return fail(ENOMEM);
 	}
@@ -51,6 +50,8 @@ stackalloc_large(gostack_allocator_t *a, size_t n)
 	}
 	uintptr_t lo = gostack__span_stack(s, 0);
 
+	if (a->debug)
+		gostack__debug_check_link(a, lo, n);   /* stackLarge's link was sound */
 	return (gostack_t){ lo, lo + n };
 }
 
@@ -58,8 +59,10 @@ static gostack_t
 stackalloc_nocache(gostack_allocator_t *a, struct gostack__tcache *t, int order, size_t n)
 {
 	struct gostack__gclink *x;
+	size_t got = a->ops->pool_get(a->pools, order, 1, &x);
 
-	if (a->ops->pool_get(a->pools, order, 1, &x) == 0)
+	gostack__scavenger_poke();
+	if (got == 0)
 		return fail(ENOMEM);
 	if (t != NULL) {
 		gostack__count(&t->st.allocs[order], 1);
@@ -68,7 +71,11 @@ stackalloc_nocache(gostack_allocator_t *a, struct gostack__tcache *t, int order,
 		gostack__count_shared(&a->orphan.allocs[order], 1);
 		gostack__count_shared(&a->orphan.pool_out[order], 1);
 	}
-	return (gostack_t){ (uintptr_t)x, (uintptr_t)x + n };
+	uintptr_t lo = gostack__link_lo(x, n);
+
+	if (a->debug)
+		gostack__debug_check_link(a, lo, n);   /* the pool's link was sound */
+	return (gostack_t){ lo, lo + n };
 }
 
 /* Everything but a cache hit: the full Go stackalloc. */
@@ -98,13 +105,15 @@ stackalloc_any(gostack_allocator_t *a, size_t size)
 			return fail(ENOMEM);
 		x = c->list;
 	}
+	uintptr_t lo = gostack__link_lo(x, n);
+
 	if (a->debug)
-		gostack__debug_check_link(a, (uintptr_t)x, n);   /* before following it */
+		gostack__debug_check_link(a, lo, n);   /* before following it */
 	c->list = x->next;
 	atomic_store_explicit(&c->size, atomic_load_explicit(&c->size, memory_order_relaxed) - n,
 	    memory_order_relaxed);
 	gostack__count(&t->st.allocs[order], 1);
-	return (gostack_t){ (uintptr_t)x, (uintptr_t)x + n };
+	return (gostack_t){ lo, lo + n };
 }
 
 static __attribute__((noinline)) gostack_t
@@ -114,10 +123,8 @@ stackalloc_slow(gostack_allocator_t *a, size_t size)
 
 	if (r.lo != 0)
 		gostack__tool_alloc(r.lo, r.hi - r.lo);
-	if (r.lo != 0 && a->debug) {
-		gostack__debug_check_link(a, r.lo, r.hi - r.lo);
+	if (r.lo != 0 && a->debug)
 		gostack__debug_alloc(a, gostack__span_of_inline(r.lo), r.lo, r.hi - r.lo);
-	}
 	return r;
 }
 
@@ -128,19 +135,21 @@ gostack_allocator_alloc(gostack_allocator_t *a, size_t size)
 	if (gostack__likely(a != NULL && size - 1 < GOSTACK__SMALL_LIMIT / 2 && a->fast)) {
 		size_t n = gostack__round2(size);
 		int order = gostack__order(n);
-		struct gostack__tcache *t = gostack__tls.slot[a->slot];
+		struct gostack__tcache *t = gostack__tcache_mine(a);
 
-		if (gostack__likely(t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) == a->id)) {
+		if (gostack__likely(t != NULL)) {
 			struct gostack__stackfreelist *c = &t->stackcache[order];
 			struct gostack__gclink *x = c->list;
 
 			if (gostack__likely(x != NULL)) {
+				uintptr_t hi = (uintptr_t)x + GOSTACK__LINK_SIZE;
+
 				c->list = x->next;
 				atomic_store_explicit(&c->size,
 				    atomic_load_explicit(&c->size, memory_order_relaxed) - n, memory_order_relaxed);
 				gostack__count(&t->st.allocs[order], 1);
-				gostack__tool_alloc((uintptr_t)x, n);
-				return (gostack_t){ (uintptr_t)x, (uintptr_t)x + n };
+				gostack__tool_alloc(hi - n, n);
+				return (gostack_t){ hi - n, hi };
 			}
 		}
 	}
@@ -219,7 +228,7 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 		return;
 	}
 	int order = gostack__order(n);
-	struct gostack__gclink *x = (struct gostack__gclink *)lo;
+	struct gostack__gclink *x = gostack__link_of(lo, n);
 
 	t = tcache_of(a);
 	if (t == NULL || a->no_cache) {
@@ -230,8 +239,7 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 			gostack__count_shared(&a->orphan.frees[order], 1);
 			gostack__count_shared(&a->orphan.pool_in[order], 1);
 		}
-		x->next = NULL;
-		a->ops->pool_put(a->pools, order, x, 1);
+		a->ops->pool_put(a->pools, order, x, x);
 		return;
 	}
 	struct gostack__stackfreelist *c = &t->stackcache[order];
@@ -265,16 +273,15 @@ gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
 		    atomic_load_explicit(&s->state, memory_order_relaxed) == GOSTACK__SPAN_POOL &&
 		    atomic_load_explicit(&s->alloc, memory_order_relaxed) == a &&
 		    atomic_load_explicit(&s->elemsize, memory_order_relaxed) == n)) {
-			struct gostack__tcache *t = gostack__tls.slot[a->slot];
+			struct gostack__tcache *t = gostack__tcache_mine(a);
 
-			if (gostack__likely(t != NULL &&
-			    atomic_load_explicit(&t->id, memory_order_relaxed) == a->id)) {
+			if (gostack__likely(t != NULL)) {
 				int order = gostack__order(n);
 				struct gostack__stackfreelist *c = &t->stackcache[order];
 				size_t have = atomic_load_explicit(&c->size, memory_order_relaxed);
 
 				if (gostack__likely(have < GOSTACK_CACHE_SIZE)) {
-					struct gostack__gclink *x = (struct gostack__gclink *)lo;
+					struct gostack__gclink *x = (struct gostack__gclink *)(hi - GOSTACK__LINK_SIZE);
 
 					gostack__tool_free(lo, n);   /* before the link is written */
 					x->next = c->list;

@@ -43,6 +43,7 @@ gostack__stackcacherefill(struct gostack__tcache *t, int order)
 	struct gostack__gclink *list;
 	size_t got = a->ops->pool_get(a->pools, order, (GOSTACK_CACHE_SIZE / 2) / size, &list);
 
+	gostack__scavenger_poke();   /* no lock held here */
 	if (got == 0)
 		return false;
 	gostack__count(&t->st.pool_out[order], got);
@@ -70,11 +71,10 @@ gostack__stackcacherelease(struct gostack__tcache *t, int order)
 	}
 	if (n == 0)
 		return;
-	last->next = NULL;
 	c->list = x;
 	atomic_store_explicit(&c->size, have, memory_order_relaxed);
 	gostack__count(&t->st.pool_in[order], n);
-	a->ops->pool_put(a->pools, order, head, n);
+	a->ops->pool_put(a->pools, order, head, last);
 }
 
 /* Go's stackcache_clear: every order of this cache back to the pools. The
@@ -88,16 +88,18 @@ gostack__stackcache_clear(struct gostack__tcache *t)
 
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
 		struct gostack__stackfreelist *c = &t->stackcache[o];
-		struct gostack__gclink *list = c->list;
+		struct gostack__gclink *list = c->list, *last = NULL;
 		size_t n = 0;
 
 		c->list = NULL;
 		atomic_store_explicit(&c->size, 0, memory_order_relaxed);
-		for (struct gostack__gclink *x = list; x != NULL; x = x->next)
+		for (struct gostack__gclink *x = list; x != NULL; x = x->next) {
+			last = x;
 			n++;
+		}
 		if (n != 0) {
 			gostack__count(&t->st.pool_in[o], n);
-			a->ops->pool_put(a->pools, o, list, n);
+			a->ops->pool_put(a->pools, o, list, last);
 		}
 	}
 }
@@ -128,7 +130,6 @@ tls_destructor(void *arg)
 	struct gostack__tls *tls = arg;
 
 	tls->state = GOSTACK__TLS_EXITING;
-	gostack__thread_prepare();
 	pthread_mutex_lock(&gostack__registry_lock);
 	for (int i = 0; i < GOSTACK__SLOTS; i++) {
 		struct gostack__tcache *t = tls->slot[i];
@@ -197,7 +198,6 @@ gostack_thread_flush(void)
 {
 	struct gostack__tls *tls = &gostack__tls;
 
-	gostack__thread_prepare();
 	pthread_mutex_lock(&gostack__registry_lock);
 	for (int i = 0; i < GOSTACK__SLOTS; i++) {
 		struct gostack__tcache *t = tls->slot[i];

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mheap.h"
 #include "pools.h"
 
 void

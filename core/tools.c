@@ -3,7 +3,7 @@
  *
  * VALGRIND_STACK_REGISTER returns an id that VALGRIND_STACK_DEREGISTER needs
  * when the stack is freed. gostack keeps no metadata inside stacks (a free
- * stack's first 16 bytes are its pool's), so the ids live here: an
+ * small stack's top 16 bytes are its pool's), so the ids live here: an
  * open-addressing table lo -> id (linear probing, backward-shift deletion)
  * under one mutex, in mmap'd memory (gostack never calls malloc), doubled
  * when half full. It is only touched when running under Valgrind.
@@ -153,14 +153,14 @@ gostack__vg_free(uintptr_t lo, size_t n)
 		VALGRIND_STACK_DEREGISTER(id);
 	/* The link stays usable even where memcheck took the coroutine's popped
 	 * frames for dead stack (no-access): gostack writes it next. */
-	(void)VALGRIND_MAKE_MEM_DEFINED(lo, GOSTACK__TOOL_LINK);
-	(void)VALGRIND_MAKE_MEM_NOACCESS(lo + GOSTACK__TOOL_LINK, n - GOSTACK__TOOL_LINK);
+	(void)VALGRIND_MAKE_MEM_NOACCESS(lo, n - GOSTACK__TOOL_LINK(n));
+	(void)VALGRIND_MAKE_MEM_DEFINED(lo + n - GOSTACK__TOOL_LINK(n), GOSTACK__TOOL_LINK(n));
 }
 
 void
 gostack__vg_span_free(uintptr_t p, size_t n)
 {
-	/* Heap memory, carved again later (links written at stack starts). */
+	/* Heap memory, carved again later (links written at stack tops). */
 	(void)VALGRIND_MAKE_MEM_UNDEFINED(p, n);
 }
 

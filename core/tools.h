@@ -3,9 +3,10 @@
  *
  * Every place a stack changes hands calls one of these hooks:
  *   gostack__tool_alloc(lo, n)     a stack is handed to the user
- *   gostack__tool_free(lo, n)      the user gave a stack back; its first 16
- *                                  bytes, where the caches and pools keep
- *                                  their links, must stay accessible
+ *   gostack__tool_free(lo, n)      the user gave a stack back; a small
+ *                                  stack's top 16 bytes, where the caches
+ *                                  and pools keep its link, must stay
+ *                                  accessible
  *   gostack__tool_prefree(lo, n)   debug mode is about to write its poison
  *                                  into a stack being freed (Valgrind: the
  *                                  coroutine's popped frames were no-access)
@@ -13,8 +14,8 @@
  *                                  called for each of its stacks [p, p + n)
  * Builds without a sanitizer or the Valgrind option compile them to nothing.
  *
- * AddressSanitizer (-fsanitize=address): a free stack is poisoned past its
- * first 16 bytes (ASan reports a use after free as "use-after-poison") and
+ * AddressSanitizer (-fsanitize=address): a free stack is poisoned but for a
+ * small stack's link (ASan reports a use after free as "use-after-poison") and
  * unpoisoned when handed out again, which also clears the redzones of frames
  * a coroutine left on it. ASan's shadow is 1/8 of the memory it describes and
  * (un)poisoning writes it, committing it: unpoisoning a whole 1 GiB stack
@@ -27,7 +28,8 @@
  * Valgrind (cmake -DGOSTACK_VALGRIND=ON; tools.c): a stack handed out is
  * registered with VALGRIND_STACK_REGISTER (so memcheck takes a switch onto it
  * for a stack switch, not a huge stack-pointer move) and marked undefined; a
- * free stack is deregistered and marked no-access past its first 16 bytes.
+ * free stack is deregistered and marked no-access but for a small stack's
+ * link.
  * Outside Valgrind each hook costs one client request (a no-op sequence).
  */
 #ifndef GOSTACK_TOOLS_H
@@ -35,6 +37,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "span.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define GOSTACK__ASAN 1
@@ -44,8 +48,9 @@
 #endif
 #endif
 
-/* The first bytes of a free stack hold its free-list link: never poisoned. */
-#define GOSTACK__TOOL_LINK ((size_t)16)
+/* The bytes at the top of a free stack of n bytes that hold its free-list
+ * link (small stacks only: span.h): never poisoned. */
+#define GOSTACK__TOOL_LINK(n) ((n) < GOSTACK__SPAN_SIZE ? GOSTACK__LINK_SIZE : (size_t)0)
 /* Stacks over FULL are (un)poisoned in [lo, lo + LOW) and [hi - TOP, hi) only. */
 #define GOSTACK__TOOL_FULL ((size_t)1 << 20)
 #define GOSTACK__TOOL_LOW ((size_t)4 << 10)
@@ -54,28 +59,28 @@
 #if defined(GOSTACK__ASAN)
 #include <sanitizer/asan_interface.h>
 
-/* The ranges of [lo, lo + n) the ASan hooks cover (skip: from lo + skip). */
+/* The ranges of [lo, lo + n - keep) the ASan hooks cover. */
 static inline void
-gostack__asan_ranges(uintptr_t lo, size_t n, size_t skip, int poison)
+gostack__asan_ranges(uintptr_t lo, size_t n, size_t keep, int poison)
 {
 	if (n <= GOSTACK__TOOL_FULL) {
 		if (poison)
-			ASAN_POISON_MEMORY_REGION((void *)(lo + skip), n - skip);
+			ASAN_POISON_MEMORY_REGION((void *)lo, n - keep);
 		else
-			ASAN_UNPOISON_MEMORY_REGION((void *)(lo + skip), n - skip);
+			ASAN_UNPOISON_MEMORY_REGION((void *)lo, n - keep);
 		return;
 	}
 	if (poison) {
-		ASAN_POISON_MEMORY_REGION((void *)(lo + skip), GOSTACK__TOOL_LOW - skip);
-		ASAN_POISON_MEMORY_REGION((void *)(lo + n - GOSTACK__TOOL_TOP), GOSTACK__TOOL_TOP);
+		ASAN_POISON_MEMORY_REGION((void *)lo, GOSTACK__TOOL_LOW);
+		ASAN_POISON_MEMORY_REGION((void *)(lo + n - GOSTACK__TOOL_TOP), GOSTACK__TOOL_TOP - keep);
 	} else {
-		ASAN_UNPOISON_MEMORY_REGION((void *)(lo + skip), GOSTACK__TOOL_LOW - skip);
-		ASAN_UNPOISON_MEMORY_REGION((void *)(lo + n - GOSTACK__TOOL_TOP), GOSTACK__TOOL_TOP);
+		ASAN_UNPOISON_MEMORY_REGION((void *)lo, GOSTACK__TOOL_LOW);
+		ASAN_UNPOISON_MEMORY_REGION((void *)(lo + n - GOSTACK__TOOL_TOP), GOSTACK__TOOL_TOP - keep);
 	}
 }
 
 static inline void gostack__tool_alloc(uintptr_t lo, size_t n) { gostack__asan_ranges(lo, n, 0, 0); }
-static inline void gostack__tool_free(uintptr_t lo, size_t n) { gostack__asan_ranges(lo, n, GOSTACK__TOOL_LINK, 1); }
+static inline void gostack__tool_free(uintptr_t lo, size_t n) { gostack__asan_ranges(lo, n, GOSTACK__TOOL_LINK(n), 1); }
 static inline void gostack__tool_span_free(uintptr_t p, size_t n) { gostack__asan_ranges(p, n, 0, 0); }
 static inline void gostack__tool_prefree(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 

@@ -1,6 +1,6 @@
 /*
  * lfstack.c: the only code that touches a ck_stack. Every other file goes
- * through these four functions.
+ * through these three functions (pop, chain push, drain).
  *
  * Correctness argument
  * --------------------
@@ -42,10 +42,11 @@
  * Memory. Reading a link dereferences a node that may have been popped and
  * whose span may since have been retired. Every caller of gostack__lf_pop
  * holds an RCU read-side section (gostack__rcu_read_lock) across the call,
- * and span memory (and arena metadata, where stackLarge's links live) is
- * unmapped only after a grace period (rcu.c), so the read hits mapped
- * memory. Pushes and drains dereference no node other than their own and
- * need no read section.
+ * and a retired pool span's memory is reused, and an arena's metadata
+ * (where stackLarge's links live) unmapped, only after a grace period
+ * (stackpool.c, core/pools.c), so the read hits memory that is still what
+ * it was when the node was reachable. Pushes and drains dereference no node
+ * other than their own and need no read section.
  *
  * ThreadSanitizer cannot see ck's inline-assembly atomics. In TSan builds
  * each push releases and each pop acquires the node's address, so stacks

@@ -1,27 +1,47 @@
 /*
  * The lock-free global pools: Go's stackpool[order] and stackLarge rebuilt
- * as ConcurrencyKit lock-free stacks, span memory unmapped only after a
- * liburcu (urcu-bp) grace period.
+ * as ConcurrencyKit lock-free stacks; a retired pool span's memory is reused
+ * only after a liburcu (urcu-bp) grace period.
  *
- *   lfstack.c     the only calls into ck_stack: pop, batch pop, chain push,
- *                 drain (each names its ABA and ordering argument)
- *   rcu.c         the only calls into liburcu: read sections, deferred
- *                 release, grace periods, fork and thread hooks
+ *   lfstack.c     the only calls into ck_stack: pop (single and batch),
+ *                 chain push, drain (each names its ABA and ordering argument)
+ *   rcu.c         the only calls into liburcu: read sections, grace
+ *                 periods, fork hooks
  *   stackpool.c   stackpool[order]: refill/release batches, the sweep that
- *                 retires fully free spans
+ *                 retires fully free spans, the backend's ops table
  *   stacklarge.c  stackLarge[log2(npages)]
  *
- * Only ck_stack_pop_mpmc / ck_stack_trypop_mpmc and this directory's own
- * generation-bumping batch pop and drain are used to pop: all bump the
- * generation with a double-width CAS, so a node popped and pushed straight
- * back never lets a stale snapshot succeed (no ABA). ck 0.7.1's
- * ck_stack_batch_pop_mpmc does not bump the generation and is never used.
+ * Only ck_stack_pop_mpmc and this directory's own generation-bumping batch
+ * pop and drain are used to pop: all bump the generation with a double-width
+ * CAS, so a node popped and pushed straight back never lets a stale snapshot
+ * succeed (no ABA). ck 0.7.1's ck_stack_batch_pop_mpmc does not bump the
+ * generation and is never used.
+ *
+ * RCU rules (as liburcu documents its own):
+ *  - Read sections (gostack__rcu_read_lock/unlock) wrap exactly the pops
+ *    of gostack__lf_pop, and are entered with no gostack lock held: the
+ *    first one in a thread registers it with urcu-bp (taking urcu's registry
+ *    mutex), which must never nest inside a lock that fork_prepare takes
+ *    after urcu_bp_before_fork. Nothing inside a read section takes a lock,
+ *    blocks, or waits.
+ *  - gostack__rcu_synchronize (a grace period) is called with at most
+ *    gostack__decay_lock held (reclaim, delete, the scavenger's pass, the
+ *    engine's gostack__release_arenas), or with no gostack lock at all (a
+ *    refill's automatic sweep); never inside a read section, never with the
+ *    registry lock, a pool lock (sweep, order, stackLarge), the heap lock or
+ *    the meta lock held. That is safe because no reader waits for any lock
+ *    and no other thread holding decay_lock waits for a reader.
+ *  - No call_rcu, so no RCU callback and no urcu worker thread: retired
+ *    spans are released by the thread that retired them, after its own
+ *    grace period, or never retired at all (large spans, below).
+ *  - fork: urcu_bp_before_fork runs after the decay lock is taken and
+ *    before every other gostack lock (pools.h's lock order); its after_fork
+ *    hooks after all are released.
  */
 #ifndef GOSTACK_LOCKFREE_H
 #define GOSTACK_LOCKFREE_H
 
 #include <ck_stack.h>
-#include <urcu/call-rcu.h>
 
 #include "../core/pools.h"
 
@@ -52,34 +72,35 @@ void __tsan_release(void *addr);
 #endif
 
 /*
- * The backend-private area of a span (struct gostack__span.backend).
- * rcu:         the deferred release of the span (call_rcu).
+ * The lock-free backend's fields of a span (span->pool).
  * entry:       stackLarge's link (large spans are linked through their
  *              out-of-line metadata, never through stack memory).
- * sweep_next, sweep_count, idle_pass: the sweeper's, only under that
- *              order's sweep lock.
+ * sweep_next, sweep_count: the sweeper's, only under that order's sweep
+ *              lock; sweep_next also links a batch of retired spans, owned by
+ *              the thread that retired them.
+ * idle_pass:   the scavenger's sweeping pass that last found the span all
+ *              free (decay_lock).
  */
 struct gostack__lf_span {
-	struct rcu_head rcu;
 	ck_stack_entry_t entry;
 	struct gostack__span *sweep_next;
 	uint32_t sweep_count;
-	uint32_t idle_pass;   /* the scavenger's sweeping pass that last found the span all free */
+	uint32_t idle_pass;
 };
-_Static_assert(sizeof(struct gostack__lf_span) <= sizeof(((struct gostack__span *)0)->backend),
-    "lock-free span fields do not fit the span's backend area");
+_Static_assert(sizeof(struct gostack__lf_span) <= GOSTACK__SPAN_POOL_BYTES,
+    "lock-free span fields do not fit the span's pool area");
 
 static inline struct gostack__lf_span *
 gostack__lf(struct gostack__span *s)
 {
-	return (struct gostack__lf_span *)(void *)s->backend;
+	return (struct gostack__lf_span *)(void *)s->pool;
 }
 
 static inline struct gostack__span *
 gostack__lf_span_of_entry(ck_stack_entry_t *e)
 {
 	return (struct gostack__span *)(void *)((char *)e - offsetof(struct gostack__lf_span, entry) -
-	    offsetof(struct gostack__span, backend));
+	    offsetof(struct gostack__span, pool));
 }
 
 /*
@@ -103,17 +124,15 @@ GOSTACK__HIDDEN ck_stack_entry_t *gostack__lf_drain(ck_stack_t *st);
 
 /* ---- rcu.c: every liburcu call ------------------------------------------- */
 
-/* At lock-free allocator creation, no lock held: start urcu-bp's worker. */
+/* At lock-free allocator creation: from now on fork runs urcu's hooks. */
 GOSTACK__HIDDEN void gostack__rcu_setup(void);
 GOSTACK__HIDDEN void gostack__rcu_read_lock(void);
 GOSTACK__HIDDEN void gostack__rcu_read_unlock(void);
-/* Unmap the span's memory after a grace period (from the call_rcu worker). */
-GOSTACK__HIDDEN void gostack__rcu_retire_span(struct gostack__span *s);
 /* Wait for a grace period: every read section running now has ended. */
 GOSTACK__HIDDEN void gostack__rcu_synchronize(void);
-/* Wait until every deferred release queued so far has run. */
-GOSTACK__HIDDEN void gostack__rcu_barrier(void);
-GOSTACK__HIDDEN void gostack__rcu_thread_prepare(void);
+/* pools_ops.global_quiesce: a grace period, if a lock-free allocator was
+ * ever created. */
+GOSTACK__HIDDEN void gostack__rcu_quiesce(void);
 GOSTACK__HIDDEN void gostack__rcu_fork_prepare(void);
 GOSTACK__HIDDEN void gostack__rcu_fork_parent(void);
 GOSTACK__HIDDEN void gostack__rcu_fork_child(void);
@@ -129,7 +148,9 @@ GOSTACK__HIDDEN void gostack__rcu_fork_child(void);
  *   free stacks of o in the pool = carved[o] - (pool_out[o] - pool_in[o]) * size(o)
  * where pool_out/pool_in are core's per-thread transfer counters
  * (struct gostack__tstat): the bytes of pool spans alive minus the stacks
- * of them that are handed out or cached.
+ * of them that are handed out or cached. retiring = bytes of spans taken
+ * off the pools and waiting for their grace period (0 at quiescent points:
+ * the thread that retires them releases them before it returns).
  */
 struct gostack__lf_pools {
 	struct gostack__lf_list stackpool[GOSTACK_NUM_ORDERS];
@@ -137,23 +158,16 @@ struct gostack__lf_pools {
 	_Alignas(GOSTACK__PAD) _Atomic size_t large_bytes;   /* bytes of spans on stackLarge[], <= GOSTACK__LARGE_KEEP */
 	_Atomic size_t carved[GOSTACK_NUM_ORDERS];           /* bytes of live pool spans per order */
 	_Atomic size_t carved_mark[GOSTACK_NUM_ORDERS];      /* carved[] after the last sweep */
+	_Atomic size_t retiring;                             /* bytes of retired spans before their grace period */
 	_Alignas(GOSTACK__PAD) pthread_mutex_t sweep_lock[GOSTACK_NUM_ORDERS];
 	gostack_allocator_t *a;
 	uint32_t decay_pass;   /* the scavenger's sweeping passes (decay_lock); starts at 1 */
 };
 
-/* Take a span out of the allocator's accounting and give it back to the OS
- * once no reader can hold a pointer into it. */
-GOSTACK__HIDDEN void gostack__lf_retire(gostack_allocator_t *a, struct gostack__span *s, bool batch,
-    struct gostack__span **batch_list);
-/* Release a batch collected by gostack__lf_retire(..., true, ...): one grace
- * period for all (called with no lock held). */
-GOSTACK__HIDDEN void gostack__lf_release_batch(struct gostack__span *list);
-
 GOSTACK__HIDDEN struct gostack__span *gostack__lf_large_get(void *p, unsigned log2npages);
 GOSTACK__HIDDEN void gostack__lf_large_put(void *p, struct gostack__span *s);
-GOSTACK__HIDDEN size_t gostack__lf_large_drain(struct gostack__lf_pools *lp, struct gostack__span **batch);
-/* The scavenger: spans idle on stackLarge since their decay_at are retired. */
-GOSTACK__HIDDEN size_t gostack__lf_large_decay(struct gostack__lf_pools *lp, uint64_t now);
+/* Spans idle on stackLarge since before now back to the heap
+ * (GOSTACK__RELEASE_ALL: all of them); returns the bytes. */
+GOSTACK__HIDDEN size_t gostack__lf_large_release(struct gostack__lf_pools *lp, uint64_t now);
 
 #endif /* GOSTACK_LOCKFREE_H */

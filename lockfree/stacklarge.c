@@ -4,23 +4,30 @@
  * Correctness argument
  * --------------------
  * Nodes are the spans' out-of-line metadata (struct gostack__span, in the
- * arena's first units), never stack memory: a large stack's pages can be
- * given back without touching any link. A pop reads the head span's link
- * inside an RCU read section (the span may meanwhile be popped, used, freed
- * past the bound and released); span metadata is unmapped only with its
- * arena, after every span in it went back to the heap, and spans leave
- * through gostack__lf_retire (call_rcu) or reclaim's batched grace period,
- * so the read always hits mapped memory. ABA: pops are ck_stack_pop_mpmc
- * (generation-counted DCAS) and the drain bumps the generation too
- * (lfstack.c).
+ * arena's first units), never stack memory. A pop reads the head span's
+ * link inside an RCU read section; the span may meanwhile be popped, used,
+ * freed to the heap and even carved again, which rewrites its pool area
+ * (the link included): the stale pop then reads a meaningless link and its
+ * DCAS fails, because the span's pop bumped the generation (lfstack.c). The
+ * read itself always hits mapped memory: span metadata is unmapped only with
+ * its arena, which the engine detaches once it holds no span (so no list
+ * holds a node in it) and unmaps after a grace period (core/pools.c,
+ * rcu.c). The stack memory of a large span is never read through a list, so
+ * a large span goes back to the heap (and its memory may be reused at once)
+ * with no grace period: a burst of large stacks freed past the bound costs
+ * what it costs the mutex pools, a heap free each. ABA: pops are
+ * ck_stack_pop_mpmc (generation-counted DCAS) and drains bump the
+ * generation too.
  *
  * Bound: large_bytes (all lists) stays <= GOSTACK__LARGE_KEEP (64 MiB per
  * allocator, as with the mutex pools): a free that would pass it reserves
- * nothing and retires the span instead. reclaim drains every list; the
- * scavenger (decay) drains each non-empty list, retires the spans it has
- * seen there for decay_ms (decay_at, written by the put before its releasing
- * push and read after the draining DCAS) and pushes the rest back as one
- * chain. Drained spans belong to the drainer alone, as popped ones do.
+ * nothing and gives the span to the heap instead. Release (reclaim, the
+ * scavenger) drains each non-empty list, gives back the spans it has seen
+ * there for decay_ms (decay_at, written by the put before its releasing push
+ * and read after the draining DCAS; all of them for reclaim) and pushes the
+ * rest back as one chain. Drained spans belong to the drainer alone, as
+ * popped ones do; a get meanwhile finds the list empty and takes a span
+ * from the heap: correct, one span more.
  */
 #include "lockfree.h"
 
@@ -53,43 +60,22 @@ gostack__lf_large_put(void *p, struct gostack__span *s)
 	struct gostack__lf_list *l = &lp->stackLarge[gostack__large_list(s)];
 
 	/* The scavenger stamps it when it first sees it (no clock here);
-	 * published with the span by the push (release). */
+	 * published with the span by the push's CAS. Reserve first, so that
+	 * concurrent puts never keep more than the bound together. */
 	s->decay_at = 0;
 	if (atomic_fetch_add_explicit(&lp->large_bytes, bytes, memory_order_relaxed) + bytes >
 	    GOSTACK__LARGE_KEEP) {
 		atomic_fetch_sub_explicit(&lp->large_bytes, bytes, memory_order_relaxed);
-		gostack__lf_retire(lp->a, s, false, NULL);
+		gostack__span_free(lp->a, s, false);
 		return;
 	}
 	gostack__lf_push_chain(&l->stack, &gostack__lf(s)->entry, &gostack__lf(s)->entry);
 }
 
 size_t
-gostack__lf_large_drain(struct gostack__lf_pools *lp, struct gostack__span **batch)
+gostack__lf_large_release(struct gostack__lf_pools *lp, uint64_t now)
 {
-	size_t total = 0;
-
-	for (int i = 0; i < GOSTACK__LARGE_LISTS; i++) {
-		struct gostack__lf_list *l = &lp->stackLarge[i];
-		ck_stack_entry_t *e = gostack__lf_drain(&l->stack);
-
-		while (e != NULL) {
-			ck_stack_entry_t *next = e->next;
-			struct gostack__span *s = gostack__lf_span_of_entry(e);
-			size_t bytes = gostack__span_stack_bytes(s);
-
-			atomic_fetch_sub_explicit(&lp->large_bytes, bytes, memory_order_relaxed);
-			total += bytes;
-			gostack__lf_retire(lp->a, s, true, batch);
-			e = next;
-		}
-	}
-	return total;
-}
-
-size_t
-gostack__lf_large_decay(struct gostack__lf_pools *lp, uint64_t now)
-{
+	bool all = now == GOSTACK__RELEASE_ALL;
 	size_t total = 0;
 
 	for (int i = 0; i < GOSTACK__LARGE_LISTS; i++) {
@@ -97,23 +83,20 @@ gostack__lf_large_decay(struct gostack__lf_pools *lp, uint64_t now)
 
 		if (ck_pr_load_ptr(&l->stack.head) == NULL)
 			continue;
-		/* Drained, the spans are ours alone (as in reclaim); the young
-		 * ones go back as one chain. A get meanwhile finds the list
-		 * empty and takes a new span: correct, one span more. */
 		ck_stack_entry_t *e = gostack__lf_drain(&l->stack), *keep = NULL, *keep_last = NULL;
 
 		while (e != NULL) {
 			ck_stack_entry_t *next = e->next;
 			struct gostack__span *s = gostack__lf_span_of_entry(e);
 
-			if (s->decay_at == 0)
+			if (!all && s->decay_at == 0)
 				s->decay_at = now + (uint64_t)lp->a->decay_ms;   /* first seen idle */
-			if (s->decay_at <= now) {
+			if (all || s->decay_at <= now) {
 				size_t bytes = gostack__span_stack_bytes(s);
 
 				atomic_fetch_sub_explicit(&lp->large_bytes, bytes, memory_order_relaxed);
 				total += bytes;
-				gostack__lf_retire(lp->a, s, false, NULL);
+				gostack__span_free(lp->a, s, !all);
 			} else {
 				e->next = keep;
 				keep = e;

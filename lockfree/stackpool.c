@@ -7,11 +7,11 @@
  * Layout. Go keeps a list of spans per order and a free list inside each
  * span; a lock-free stack cannot unlink a span from the middle of a list, so
  * here the order's free stacks themselves are the nodes (linked through
- * their first word, Go's gclink), whatever span they come from. Refill pops
- * Go's amount (16 KiB worth) with one generation-bumping DCAS and release
- * pushes its batch with one CAS (lfstack.c); Go's amounts are unchanged.
- * A new span is carved as Go carves it (the highest stack first) and the
- * stacks the caller does not take are pushed as one chain.
+ * their gclinks, in the stacks' top 16 bytes), whatever span they come from.
+ * Refill pops Go's amount (16 KiB worth) with one generation-bumping DCAS
+ * and release pushes its batch with one CAS (lfstack.c); Go's amounts are
+ * unchanged. A new span is carved as Go carves it (the highest stack first)
+ * and the stacks the caller does not take are pushed as one chain.
  *
  * No stack handed out twice: a stack is reachable only from the ck_stack
  * (or a thread's private list after a pop); pops are generation-counted
@@ -28,87 +28,72 @@
  * drained, the stacks belong to the sweeper alone: no other thread can pop
  * them, so counting needs no atomics and no allocCount is kept on the hot
  * path. A span whose every stack was in the drained list has no stack in use
- * or in any cache, so retiring it loses nothing.
- * Sweeps run from gostack_allocator_reclaim (all orders, then one
- * synchronize_rcu for the whole batch, so the memory is back when reclaim
- * returns) and automatically before a refill carves a new span once the
- * order's spans exceed max(GOSTACK__LF_SWEEP_MIN, 2x what the last sweep
- * left), releasing through call_rcu, and from the scavenger (core/scavenger.c)
- * every decay_ms, which retires only spans that were fully free at its
- * previous sweep too (idle_pass) and releases through call_rcu. A concurrent
- * refill that finds the stack drained carves a new span: correct, merely one
- * span more until the next sweep.
+ * or in any cache, so retiring it loses nothing. A concurrent refill that
+ * finds the stack drained carves a new span: correct, merely one span more.
  *
- * Never touched after unmap: a retired span is off the stack (drained and
- * not pushed back) before its grace period starts; rcu.c waits for every
- * read section that could have loaded one of its stacks.
+ * Retirement: why no reader touches a span's memory after it is reused, and
+ * why memory and mappings stay bounded. A retired span is off the pool (its
+ * stacks drained and not pushed back) and its state is NONE (free() of one
+ * of its stacks fails the checks at once). A pop that started before the
+ * drain may still hold a pointer to one of its stacks and read the link
+ * (lfstack.c); the retiring thread, after releasing the sweep lock, waits
+ * for one grace period (rcu.c) for the whole batch, which ends every such
+ * pop, and only then gives the spans to the heap (gostack__span_free), where
+ * their memory may become anything, a guarded span included. A pop that
+ * starts after the drain cannot reach them. The heap keeps the memory
+ * mapped and committed (dirty, decayed like any freed span: mheap.c): no
+ * hole is punched, no mapping is split or created, so /proc/self/maps does
+ * not grow with retirements, and the retired memory is the first the heap
+ * hands out again (buddy free lists are LIFO), before any fresh memory.
+ * Sweeps run from reclaim (every order, with no idle requirement), from the
+ * scavenger every decay_ms (only spans that were fully free at its previous
+ * sweep too: idle_pass), and automatically before a refill carves a new
+ * span once the order's spans exceed max(GOSTACK__LF_SWEEP_MIN, 2x what the
+ * last sweep left): each waits for its grace period before it returns
+ * (retiring is 0 again), so the memory is back in the heap by then.
  *
  * Stats: no shared counter is touched per push or pop (it would double the
  * contended atomic operations). carved[o] counts the bytes of the order's
  * live pool spans (updated when a span is carved or retired) and core counts
  * every stack it takes from or gives to a pool in per-thread counters, so
- * pooled = carved - (taken - given) * size (struct gostack__lf_pools). A
- * retired span leaves pooled and mapped at once; its unmap follows within a
- * grace period.
+ * pooled = carved - (taken - given) * size (struct gostack__lf_pools), plus
+ * the retiring bytes while a batch waits for its grace period.
  */
 #include "lockfree.h"
 
-static size_t
-chain_last(struct gostack__gclink *list, struct gostack__gclink **last)
-{
-	size_t n = 1;
-
-	while (list->next != NULL) {
-		list = list->next;
-		n++;
-	}
-	*last = list;
-	return n;
-}
-
-void
-gostack__lf_retire(gostack_allocator_t *a, struct gostack__span *s, bool batch,
-    struct gostack__span **batch_list)
-{
-	size_t bytes = gostack__span_stack_bytes(s);
-
-	/* free() of a stack of this span now fails its checks at once. */
-	atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&a->mapped, bytes, memory_order_relaxed);
-	if (batch) {
-		gostack__lf(s)->sweep_next = *batch_list;
-		*batch_list = s;
-	} else {
-		gostack__rcu_retire_span(s);
-	}
-}
-
-void
-gostack__lf_release_batch(struct gostack__span *list)
+/* The spans of a retired batch (linked through sweep_next, off every
+ * pool) back to the heap once no reader can touch them: one grace period
+ * for the whole batch. No gostack lock may be held but the decay lock
+ * (lockfree.h). idle: they sat idle for decay_ms already. */
+static void
+release_retired(struct gostack__lf_pools *lp, struct gostack__span *list, bool idle)
 {
 	if (list == NULL)
 		return;
-	gostack__rcu_synchronize();   /* one grace period for the whole batch */
+	gostack__rcu_synchronize();
 	while (list != NULL) {
 		struct gostack__span *s = list;
+		size_t bytes = gostack__span_stack_bytes(s);
 
 		list = gostack__lf(s)->sweep_next;
-		gostack__span_free(NULL, s, GOSTACK__RELEASE_UNMAP);
+		gostack__span_free(lp->a, s, idle);
+		atomic_fetch_sub_explicit(&lp->retiring, bytes, memory_order_relaxed);
 	}
 }
 
 /* Go's freeStackSpans for one order; caller holds sweep_lock[order].
- * idle_pass != 0 (the scavenger): a fully free span is retired only if the
- * previous sweeping pass (idle_pass - 1) found it fully free too. */
+ * Fully free spans are taken off the pool onto *retired (release_retired
+ * gives them back after the caller dropped the lock). idle_pass != 0 (the
+ * scavenger): a fully free span is retired only if the previous sweeping
+ * pass (idle_pass - 1) found it fully free too. Returns the bytes retired. */
 static size_t
-sweep(struct gostack__lf_pools *lp, int order, bool batch, struct gostack__span **batch_list,
-    uint32_t idle_pass)
+sweep(struct gostack__lf_pools *lp, int order, struct gostack__span **retired, uint32_t idle_pass)
 {
 	struct gostack__lf_list *l = &lp->stackpool[order];
 	struct gostack__gclink *x = (struct gostack__gclink *)gostack__lf_drain(&l->stack);
 	struct gostack__gclink *keep = NULL, *keep_last = NULL;
 	struct gostack__span *touched = NULL;
-	size_t retired = 0;
+	size_t retired_bytes = 0;
 
 	for (struct gostack__gclink *y = x; y != NULL; y = y->next) {
 		struct gostack__span *s = gostack__span_of((uintptr_t)y);
@@ -125,6 +110,7 @@ sweep(struct gostack__lf_pools *lp, int order, bool batch, struct gostack__span 
 
 		if (gostack__lf(s)->sweep_count != s->nelems ||
 		    (idle_pass != 0 && gostack__lf(s)->idle_pass != idle_pass - 1)) {
+			/* kept: pushed back below */
 			x->next = keep;
 			keep = x;
 			if (keep_last == NULL)
@@ -143,26 +129,57 @@ sweep(struct gostack__lf_pools *lp, int order, bool batch, struct gostack__span 
 			free_span = false;
 		}
 		if (free_span) {
-			retired += gostack__span_stack_bytes(s);
-			gostack__lf_retire(lp->a, s, batch, batch_list);
+			size_t bytes = gostack__span_stack_bytes(s);
+
+			/* free() of one of its stacks now fails its checks at once. */
+			atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
+			atomic_fetch_add_explicit(&lp->retiring, bytes, memory_order_relaxed);
+			gostack__lf(s)->sweep_next = *retired;
+			*retired = s;
+			retired_bytes += bytes;
 		}
 	}
 	if (keep != NULL)
 		gostack__lf_push_chain(&l->stack, (ck_stack_entry_t *)keep, (ck_stack_entry_t *)keep_last);
-	size_t left = atomic_fetch_sub_explicit(&lp->carved[order], retired, memory_order_relaxed) - retired;
+	size_t left = atomic_fetch_sub_explicit(&lp->carved[order], retired_bytes, memory_order_relaxed) -
+	    retired_bytes;
 
 	atomic_store_explicit(&lp->carved_mark[order], left, memory_order_relaxed);
-	return retired;
+	return retired_bytes;
 }
 
-static void
+/* The automatic sweep of a refill (no gostack lock held); false when
+ * another sweep of the order is running. */
+static bool
 maybe_sweep(struct gostack__lf_pools *lp, int order)
 {
-	gostack__rcu_thread_prepare();   /* call_rcu below: registered before the lock */
+	struct gostack__span *retired = NULL;
+
 	if (pthread_mutex_trylock(&lp->sweep_lock[order]) != 0)
-		return;   /* a sweep is running */
-	sweep(lp, order, false, NULL, 0);
+		return false;
+	sweep(lp, order, &retired, 0);
 	pthread_mutex_unlock(&lp->sweep_lock[order]);
+	release_retired(lp, retired, false);   /* carving below reuses it */
+	return true;
+}
+
+/* Pop up to n stacks onto the chain *head (got so far), in a read section. */
+static size_t
+pop_onto(struct gostack__lf_list *l, size_t n, struct gostack__gclink **head)
+{
+	struct gostack__gclink *m, *last;
+	size_t got;
+
+	gostack__rcu_read_lock();
+	m = (struct gostack__gclink *)gostack__lf_pop(&l->stack, n, &got);
+	gostack__rcu_read_unlock();
+	if (got != 0) {
+		for (last = m; last->next != NULL; last = last->next)
+			;
+		last->next = *head;
+		*head = m;
+	}
+	return got;
 }
 
 static size_t
@@ -170,41 +187,24 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 {
 	struct gostack__lf_pools *lp = p;
 	struct gostack__lf_list *l = &lp->stackpool[order];
-	size_t size = gostack__order_size(order), got;
-	struct gostack__gclink *head;
+	size_t size = gostack__order_size(order), got = 0;
+	struct gostack__gclink *head = NULL;
 
-	gostack__rcu_read_lock();
-	head = (struct gostack__gclink *)gostack__lf_pop(&l->stack, n, &got);
-	gostack__rcu_read_unlock();
-	if (got == n) {
-		*list = head;
-		return got;
-	}
-	size_t carved = atomic_load_explicit(&lp->carved[order], memory_order_relaxed);
-
-	if (carved >= GOSTACK__LF_SWEEP_MIN &&
-	    carved >= 2 * atomic_load_explicit(&lp->carved_mark[order], memory_order_relaxed)) {
-		/* The pool has doubled since the last sweep: give fully free
-		 * spans back before carving another, then look again. */
-		maybe_sweep(lp, order);
-		size_t more;
-		struct gostack__gclink *m;
-
-		gostack__rcu_read_lock();
-		m = (struct gostack__gclink *)gostack__lf_pop(&l->stack, n - got, &more);
-		gostack__rcu_read_unlock();
-		if (more != 0) {
-			struct gostack__gclink *last;
-
-			chain_last(m, &last);
-			last->next = head;
-			head = m;
-			got += more;
-		}
+	for (bool swept = false;; swept = true) {
+		got += pop_onto(l, n - got, &head);
 		if (got == n) {
 			*list = head;
 			return got;
 		}
+		size_t carved = atomic_load_explicit(&lp->carved[order], memory_order_relaxed);
+
+		/* The pool has doubled since the last sweep: give fully free
+		 * spans back to the heap before carving another (the carve then
+		 * reuses their memory), then look again. */
+		if (swept || carved < GOSTACK__LF_SWEEP_MIN ||
+		    carved < 2 * atomic_load_explicit(&lp->carved_mark[order], memory_order_relaxed) ||
+		    !maybe_sweep(lp, order))
+			break;
 	}
 	/* Carve a new span (Go's stackpoolalloc with an empty list). */
 	struct gostack__span *s = gostack__span_alloc(lp->a, GOSTACK__SPAN_POOL, size);
@@ -216,11 +216,10 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 	s->order = (uint8_t)order;
 	atomic_fetch_add_explicit(&lp->carved[order], gostack__span_stack_bytes(s), memory_order_relaxed);
 	struct gostack__gclink *rest = NULL, *rest_last = NULL;
-	size_t nrest = 0;
 
 	/* Highest stack first, as Go's carving hands them out. */
 	for (uint32_t i = s->nelems; i != 0;) {
-		struct gostack__gclink *x = (struct gostack__gclink *)gostack__span_stack(s, --i);
+		struct gostack__gclink *x = gostack__link_of(gostack__span_stack(s, --i), size);
 
 		if (got < n) {
 			x->next = head;
@@ -233,7 +232,6 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 			else
 				rest = x;
 			rest_last = x;
-			nrest++;
 		}
 	}
 	if (rest != NULL)
@@ -243,17 +241,11 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 }
 
 static void
-lf_pool_put(void *p, int order, struct gostack__gclink *list, size_t n)
+lf_pool_put(void *p, int order, struct gostack__gclink *first, struct gostack__gclink *last)
 {
 	struct gostack__lf_pools *lp = p;
-	struct gostack__lf_list *l = &lp->stackpool[order];
-	struct gostack__gclink *last;
 
-	(void)n;
-	if (list == NULL)
-		return;
-	chain_last(list, &last);
-	gostack__lf_push_chain(&l->stack, (ck_stack_entry_t *)list, (ck_stack_entry_t *)last);
+	gostack__lf_push_chain(&lp->stackpool[order].stack, (ck_stack_entry_t *)first, (ck_stack_entry_t *)last);
 }
 
 static void *
@@ -298,45 +290,35 @@ lf_pooled_bytes(void *p, const struct gostack__tstat *sum, size_t per_class[GOST
 			per_class[o] = b;
 		n += b;
 	}
-	return n;
+	/* Retiring spans are still the allocator's (mapped) until the heap
+	 * takes them: counted as pooled, in no order. */
+	return n + atomic_load_explicit(&lp->retiring, memory_order_relaxed);
 }
 
+/* pools_ops.release: stackLarge's idle spans (no grace period needed:
+ * stacklarge.c), then, when sweeping, each order's fully free spans (idle
+ * for a pass already unless this is reclaim), released after one grace
+ * period for the whole batch. */
 static size_t
-lf_reclaim(void *p)
+lf_release(void *p, uint64_t now, bool sweep_due)
 {
 	struct gostack__lf_pools *lp = p;
-	struct gostack__span *batch = NULL;
-	size_t bytes = 0;
-
-	gostack__rcu_thread_prepare();
-	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
-		pthread_mutex_lock(&lp->sweep_lock[o]);
-		bytes += sweep(lp, o, true, &batch, 0);
-		pthread_mutex_unlock(&lp->sweep_lock[o]);
-	}
-	bytes += gostack__lf_large_drain(lp, &batch);
-	gostack__lf_release_batch(batch);   /* no lock held: one grace period */
-	gostack__rcu_barrier();             /* and every call_rcu release queued before */
-	return bytes;
-}
-
-static size_t
-lf_decay(void *p, uint64_t now, bool sweep_due)
-{
-	struct gostack__lf_pools *lp = p;
-	size_t bytes = gostack__lf_large_decay(lp, now);
+	struct gostack__span *retired = NULL;
+	bool all = now == GOSTACK__RELEASE_ALL;
+	size_t bytes = gostack__lf_large_release(lp, now);
 
 	if (!sweep_due)
 		return bytes;
-	uint32_t pass = ++lp->decay_pass;
+	uint32_t pass = all ? 0 : ++lp->decay_pass;
 
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
 		if (atomic_load_explicit(&lp->carved[o], memory_order_relaxed) == 0)
 			continue;
 		pthread_mutex_lock(&lp->sweep_lock[o]);
-		bytes += sweep(lp, o, false, NULL, pass);   /* call_rcu: no grace period waited here */
+		bytes += sweep(lp, o, &retired, pass);
 		pthread_mutex_unlock(&lp->sweep_lock[o]);
 	}
+	release_retired(lp, retired, !all);
 	return bytes;
 }
 
@@ -345,7 +327,7 @@ lf_destroy(void *p)
 {
 	struct gostack__lf_pools *lp = p;
 
-	lf_reclaim(lp);
+	lf_release(lp, GOSTACK__RELEASE_ALL, true);
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
 		if (atomic_load_explicit(&lp->carved[o], memory_order_relaxed) != 0)
 			gostack__throw("destroying lock-free pools with live spans of order %d", o);
@@ -365,8 +347,8 @@ lf_check(void *p)
 {
 	struct gostack__lf_pools *lp = p;
 
-	gostack__rcu_thread_prepare();
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+		size_t size = gostack__order_size(o);
 		struct gostack__gclink *x, *last = NULL;
 		struct gostack__span *touched = NULL;
 
@@ -377,7 +359,7 @@ lf_check(void *p)
 
 			if (s == NULL || atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_POOL ||
 			    s->order != o || atomic_load_explicit(&s->alloc, memory_order_relaxed) != lp->a ||
-			    gostack__span_index(s, (uintptr_t)y) == UINT32_MAX)
+			    gostack__span_index(s, gostack__link_lo(y, size)) == UINT32_MAX)
 				gostack__throw("lock-free stackpool[%d]: %p is not a stack of a live span of this order",
 				    o, (void *)y);
 			if (gostack__lf(s)->sweep_count++ == 0) {
@@ -415,8 +397,8 @@ lf_fork_parent(void *p)
 		pthread_mutex_unlock(&lp->sweep_lock[o]);
 }
 
-static const struct gostack__pools_ops lockfree_ops = {
-	.name = "lockfree",
+const struct gostack__pools_ops gostack__lockfree_pools = {
+	.kind = GOSTACK_BACKEND_LOCKFREE,
 	.create = lf_create,
 	.destroy = lf_destroy,
 	.pool_get = lf_pool_get,
@@ -424,15 +406,12 @@ static const struct gostack__pools_ops lockfree_ops = {
 	.large_get = gostack__lf_large_get,
 	.large_put = gostack__lf_large_put,
 	.pooled_bytes = lf_pooled_bytes,
-	.reclaim = lf_reclaim,
-	.decay = lf_decay,
+	.release = lf_release,
 	.check = lf_check,
+	.fork_prepare = lf_fork_prepare,
+	.fork_parent = lf_fork_parent,
 	.global_fork_prepare = gostack__rcu_fork_prepare,
 	.global_fork_parent = gostack__rcu_fork_parent,
 	.global_fork_child = gostack__rcu_fork_child,
-	.global_thread_prepare = gostack__rcu_thread_prepare,
-	.fork_prepare = lf_fork_prepare,
-	.fork_parent = lf_fork_parent,
+	.global_quiesce = gostack__rcu_quiesce,
 };
-
-const struct gostack__pools_ops *const gostack__lockfree_pools = &lockfree_ops;

@@ -80,7 +80,7 @@ static void waf_top(void)
 
 	(void)keep;
 	gostack_allocator_free(DN, s);
-	write_after_free(s.hi - 8);
+	write_after_free(s.hi - 24);   /* just below the link (the top 16 bytes) */
 	(void)gostack_allocator_alloc(DN, 4096);
 }
 static void waf_large(void)
@@ -97,7 +97,7 @@ static void link_corrupt_cache(void)
 
 	gostack_allocator_free(D, a);
 	gostack_allocator_free(D, b);
-	memset((void *)b.lo, 0x41, 8);       /* b is the top of the cache list: its link */
+	memset((void *)(b.hi - 16), 0x41, 8);   /* b is the top of the cache list: its link */
 	gostack_thread_flush();
 }
 static void link_corrupt_alloc(void)
@@ -106,7 +106,7 @@ static void link_corrupt_alloc(void)
 
 	gostack_allocator_free(D, a);
 	gostack_allocator_free(D, b);
-	memset((void *)b.lo, 0x41, 8);
+	memset((void *)(b.hi - 16), 0x41, 8);
 	(void)gostack_allocator_alloc(D, 2048);   /* b */
 	(void)gostack_allocator_alloc(D, 2048);   /* follows the garbage link */
 }
@@ -118,7 +118,7 @@ static void link_corrupt_pool(void)
 		s[i] = gostack_allocator_alloc(DN, 4096);
 	for (int i = 0; i < 3; i++)                 /* s[3] keeps the span from going back */
 		gostack_allocator_free(DN, s[i]);
-	memset((void *)s[2].lo, 0x41, 8);    /* a pool link */
+	memset((void *)(s[2].hi - 16), 0x41, 8);   /* a pool link */
 	gostack_allocator_reclaim(DN);
 }
 

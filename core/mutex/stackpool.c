@@ -3,10 +3,11 @@
  * (runtime/stack.go: stackpoolalloc, stackpoolfree, and the locked loops of
  * stackcacherefill / stackcacherelease / stackcache_clear), the baseline the
  * lock-free pools are measured against. Go's GC phase is always "off" here:
- * a span whose stacks are all free goes back to the heap, and its memory to
- * the OS, at once.
+ * a span whose stacks are all free goes back to the heap at once (whose
+ * pages then stay committed for decay_ms, or until the heap passes
+ * GOSTACK__HEAP_RETAIN: mheap.c).
  */
-#include "stackpool.h"
+#include "mutex.h"
 
 void
 gostack__mutex_init(pthread_mutex_t *mu)
@@ -26,31 +27,31 @@ gostack__mutex_init(pthread_mutex_t *mu)
 void
 gostack__spanlist_insert(struct gostack__spanlist *l, struct gostack__span *s)
 {
-	s->prev = NULL;
-	s->next = l->first;
+	struct gostack__mutex_span *m = gostack__ms(s);
+
+	m->prev = NULL;
+	m->next = l->first;
 	if (l->first != NULL)
-		l->first->prev = s;
-	else
-		l->last = s;
+		gostack__ms(l->first)->prev = s;
 	l->first = s;
-	s->list = l;
+	m->list = l;
 }
 
 void
 gostack__spanlist_remove(struct gostack__spanlist *l, struct gostack__span *s)
 {
-	if (s->list != l)
+	struct gostack__mutex_span *m = gostack__ms(s);
+
+	if (m->list != l)
 		gostack__throw("span %p is not on list %p", (void *)s, (void *)l);
-	if (s->prev != NULL)
-		s->prev->next = s->next;
+	if (m->prev != NULL)
+		gostack__ms(m->prev)->next = m->next;
 	else
-		l->first = s->next;
-	if (s->next != NULL)
-		s->next->prev = s->prev;
-	else
-		l->last = s->prev;
-	s->next = s->prev = NULL;
-	s->list = NULL;
+		l->first = m->next;
+	if (m->next != NULL)
+		gostack__ms(m->next)->prev = m->prev;
+	m->next = m->prev = NULL;
+	m->list = NULL;
 }
 
 /* Go's stackpoolalloc; caller holds stackpool[order].mu. NULL: out of memory. */
@@ -70,21 +71,22 @@ stackpoolalloc(struct gostack__mutex_pools *mp, int order)
 		/* Ascending pushes: the list is descending, the first stack
 		 * handed out is the highest one, as in Go. */
 		for (uint32_t i = 0; i < s->nelems; i++) {
-			struct gostack__gclink *x = (struct gostack__gclink *)gostack__span_stack(s, i);
+			struct gostack__gclink *x = gostack__link_of(gostack__span_stack(s, i), elemsize);
 
-			x->next = s->manualFreeList;
-			s->manualFreeList = x;
+			x->next = gostack__ms(s)->manualFreeList;
+			gostack__ms(s)->manualFreeList = x;
 		}
 		gostack__spanlist_insert(list, s);
 		mp->stackpool[order].free_bytes += gostack__span_stack_bytes(s);
 	}
-	struct gostack__gclink *x = s->manualFreeList;
+	struct gostack__mutex_span *m = gostack__ms(s);
+	struct gostack__gclink *x = m->manualFreeList;
 
 	if (x == NULL)
 		gostack__throw("span %p has no free stacks", (void *)s->base);
-	s->manualFreeList = x->next;
-	s->allocCount++;
-	if (s->manualFreeList == NULL)
+	m->manualFreeList = x->next;
+	m->allocCount++;
+	if (m->manualFreeList == NULL)
 		gostack__spanlist_remove(list, s);   /* now fully handed out */
 	mp->stackpool[order].free_bytes -= elemsize;
 	return x;
@@ -97,20 +99,23 @@ stackpoolfree(struct gostack__mutex_pools *mp, struct gostack__gclink *x, int or
 	struct gostack__span *s = gostack__span_of((uintptr_t)x);
 	struct gostack__spanlist *list = &mp->stackpool[order].span;
 
+	struct gostack__mutex_span *m;
+
 	if (s == NULL || atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_POOL)
-		gostack__throw("freeing stack %p not in a stack span", (void *)x);
-	if (s->manualFreeList == NULL)
+		gostack__throw("freeing stack link %p not in a stack span", (void *)x);
+	m = gostack__ms(s);
+	if (m->manualFreeList == NULL)
 		gostack__spanlist_insert(list, s);   /* has a free stack again */
-	x->next = s->manualFreeList;
-	s->manualFreeList = x;
-	s->allocCount--;
+	x->next = m->manualFreeList;
+	m->manualFreeList = x;
+	m->allocCount--;
 	mp->stackpool[order].free_bytes += gostack__order_size(order);
-	if (s->allocCount == 0) {
+	if (m->allocCount == 0) {
 		/* Span completely free (and no GC phase here): back to the heap. */
 		gostack__spanlist_remove(list, s);
-		s->manualFreeList = NULL;
+		m->manualFreeList = NULL;
 		mp->stackpool[order].free_bytes -= gostack__span_stack_bytes(s);
-		gostack__span_free(mp->a, s, GOSTACK__RELEASE_DECOMMIT);
+		gostack__span_free(mp->a, s, false);
 	}
 }
 
@@ -137,17 +142,16 @@ mutex_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 }
 
 static void
-mutex_pool_put(void *p, int order, struct gostack__gclink *list, size_t n)
+mutex_pool_put(void *p, int order, struct gostack__gclink *first, struct gostack__gclink *last)
 {
 	struct gostack__mutex_pools *mp = p;
 
-	(void)n;
 	pthread_mutex_lock(&mp->stackpool[order].mu);
-	while (list != NULL) {
-		struct gostack__gclink *y = list->next;
-
-		stackpoolfree(mp, list, order);
-		list = y;
+	for (struct gostack__gclink *x = first, *y;; x = y) {
+		y = x->next;
+		stackpoolfree(mp, x, order);
+		if (x == last)
+			break;
 	}
 	pthread_mutex_unlock(&mp->stackpool[order].mu);
 }
@@ -188,18 +192,12 @@ mutex_pooled_bytes(void *p, const struct gostack__tstat *sum, size_t per_class[G
 }
 
 static size_t
-mutex_reclaim(void *p)
+mutex_release(void *p, uint64_t now, bool sweep)
 {
-	/* Pool spans went back the moment they became free (Go, GC off). */
-	return gostack__stackLarge_reclaim(p);
-}
-
-static size_t
-mutex_decay(void *p, uint64_t now, bool sweep)
-{
-	/* Pool spans went to the heap when they emptied (the heap decays them). */
+	/* Pool spans went to the heap the moment they emptied (Go, GC off):
+	 * nothing to sweep; the heap decays their pages. */
 	(void)sweep;
-	return gostack__stackLarge_decay(p, now);
+	return gostack__stackLarge_release(p, now);
 }
 
 static void
@@ -207,7 +205,7 @@ mutex_destroy(void *p)
 {
 	struct gostack__mutex_pools *mp = p;
 
-	gostack__stackLarge_reclaim(mp);
+	gostack__stackLarge_release(mp, GOSTACK__RELEASE_ALL);
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
 		if (mp->stackpool[o].span.first != NULL)
 			gostack__throw("destroying pools with live spans of order %d", o);
@@ -227,20 +225,22 @@ mutex_check(void *p)
 		size_t n = gostack__order_size(o), free_bytes = 0;
 
 		pthread_mutex_lock(&mp->stackpool[o].mu);
-		for (struct gostack__span *s = mp->stackpool[o].span.first; s != NULL; s = s->next) {
+		for (struct gostack__span *s = mp->stackpool[o].span.first; s != NULL; s = gostack__ms(s)->next) {
+			struct gostack__mutex_span *m = gostack__ms(s);
 			size_t nfree = 0, per = s->nelems;
 
 			if (atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_POOL ||
-			    s->order != o || s->list != &mp->stackpool[o].span)
+			    s->order != o || m->list != &mp->stackpool[o].span)
 				gostack__throw("stackpool[%d]: span %p is not a pool span of this order", o, (void *)s->base);
-			for (struct gostack__gclink *x = s->manualFreeList; x != NULL; x = x->next) {
-				if (gostack__span_index(s, (uintptr_t)x) == UINT32_MAX || ++nfree > per)
+			for (struct gostack__gclink *x = m->manualFreeList; x != NULL; x = x->next) {
+				if (gostack__span_of((uintptr_t)x) != s ||
+				    gostack__span_index(s, gostack__link_lo(x, n)) == UINT32_MAX || ++nfree > per)
 					gostack__throw("stackpool[%d]: span %p has a corrupt free list (%p)", o,
 					    (void *)s->base, (void *)x);
 			}
-			if (nfree == 0 || nfree + s->allocCount != per)
+			if (nfree == 0 || nfree + m->allocCount != per)
 				gostack__throw("stackpool[%d]: span %p: %zu free + allocCount %u != %zu stacks", o,
-				    (void *)s->base, nfree, s->allocCount, per);
+				    (void *)s->base, nfree, m->allocCount, per);
 			free_bytes += nfree * n;
 		}
 		if (free_bytes != mp->stackpool[o].free_bytes)
@@ -271,7 +271,7 @@ mutex_fork_parent(void *p)
 }
 
 const struct gostack__pools_ops gostack__mutex_pools = {
-	.name = "mutex",
+	.kind = GOSTACK_BACKEND_MUTEX,
 	.create = mutex_create,
 	.destroy = mutex_destroy,
 	.pool_get = mutex_pool_get,
@@ -279,8 +279,7 @@ const struct gostack__pools_ops gostack__mutex_pools = {
 	.large_get = gostack__stackLarge_get,
 	.large_put = gostack__stackLarge_put,
 	.pooled_bytes = mutex_pooled_bytes,
-	.reclaim = mutex_reclaim,
-	.decay = mutex_decay,
+	.release = mutex_release,
 	.check = mutex_check,
 	.fork_prepare = mutex_fork_prepare,
 	.fork_parent = mutex_fork_parent,

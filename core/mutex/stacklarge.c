@@ -3,10 +3,11 @@
  * free[log2(npages)] and are reused before the heap is asked. Go empties
  * stackLarge at the end of every GC cycle; gostack has no GC, so it bounds
  * it instead: at most GOSTACK__LARGE_KEEP (64 MiB) per allocator; a free
- * that would go past it returns the span to the OS at once. reclaim returns
- * all of it.
+ * that would go past it returns the span to the heap at once (whose pages
+ * then stay committed for decay_ms). The scavenger and reclaim empty it
+ * (gostack__stackLarge_release).
  */
-#include "stackpool.h"
+#include "mutex.h"
 
 struct gostack__span *
 gostack__stackLarge_get(void *p, unsigned log2npages)
@@ -40,7 +41,7 @@ gostack__stackLarge_put(void *p, struct gostack__span *s)
 	}
 	pthread_mutex_unlock(&mp->stackLarge.lock);
 	if (s != NULL)
-		gostack__span_free(mp->a, s, GOSTACK__RELEASE_DECOMMIT);
+		gostack__span_free(mp->a, s, false);
 }
 
 size_t
@@ -55,57 +56,29 @@ gostack__stackLarge_bytes(struct gostack__mutex_pools *mp)
 }
 
 size_t
-gostack__stackLarge_reclaim(struct gostack__mutex_pools *mp)
-{
-	struct gostack__span *all = NULL;
-	size_t bytes;
-
-	/* Detach everything under the lock (Go's freeStackSpans), free outside. */
-	pthread_mutex_lock(&mp->stackLarge.lock);
-	for (int i = 0; i < GOSTACK__LARGE_LISTS; i++) {
-		struct gostack__spanlist *l = &mp->stackLarge.free[i];
-
-		while (l->first != NULL) {
-			struct gostack__span *s = l->first;
-
-			gostack__spanlist_remove(l, s);
-			s->next = all;
-			all = s;
-		}
-	}
-	bytes = mp->stackLarge.bytes;
-	mp->stackLarge.bytes = 0;
-	pthread_mutex_unlock(&mp->stackLarge.lock);
-	while (all != NULL) {
-		struct gostack__span *s = all;
-
-		all = s->next;
-		gostack__span_free(mp->a, s, GOSTACK__RELEASE_DECOMMIT);
-	}
-	return bytes;
-}
-
-/* The scavenger: spans idle in stackLarge since their decay_at go back. */
-size_t
-gostack__stackLarge_decay(struct gostack__mutex_pools *mp, uint64_t now)
+gostack__stackLarge_release(struct gostack__mutex_pools *mp, uint64_t now)
 {
 	struct gostack__span *old = NULL;
 	size_t bytes = 0;
+	bool all = now == GOSTACK__RELEASE_ALL;
 
+	/* Detach under the lock (Go's freeStackSpans), free outside it. */
 	pthread_mutex_lock(&mp->stackLarge.lock);
-	for (int i = 0; i < GOSTACK__LARGE_LISTS; i++) {
+	for (int i = 0; i < GOSTACK__LARGE_LISTS && mp->stackLarge.bytes != 0; i++) {
 		struct gostack__spanlist *l = &mp->stackLarge.free[i];
 
 		for (struct gostack__span *s = l->first, *nx; s != NULL; s = nx) {
-			nx = s->next;
-			if (s->decay_at == 0)
-				s->decay_at = now + (uint64_t)mp->a->decay_ms;   /* first seen idle */
-			if (s->decay_at > now)
-				continue;
+			nx = gostack__ms(s)->next;
+			if (!all) {
+				if (s->decay_at == 0)
+					s->decay_at = now + (uint64_t)mp->a->decay_ms;   /* first seen idle */
+				if (s->decay_at > now)
+					continue;
+			}
 			gostack__spanlist_remove(l, s);
 			mp->stackLarge.bytes -= gostack__span_stack_bytes(s);
 			bytes += gostack__span_stack_bytes(s);
-			s->next = old;
+			gostack__ms(s)->next = old;
 			old = s;
 		}
 	}
@@ -113,8 +86,8 @@ gostack__stackLarge_decay(struct gostack__mutex_pools *mp, uint64_t now)
 	while (old != NULL) {
 		struct gostack__span *s = old;
 
-		old = s->next;
-		gostack__span_free(mp->a, s, GOSTACK__RELEASE_IDLE);
+		old = gostack__ms(s)->next;
+		gostack__span_free(mp->a, s, !all);
 	}
 	return bytes;
 }
