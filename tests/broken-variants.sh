@@ -2,7 +2,11 @@
 # Shows that the concurrency tests can fail: builds deliberately broken
 # variants and runs the test that must catch each one. Not part of ctest
 # (each variant is expected to crash or report corruption).
-#   no-grace    GOSTACK_TEST_NO_GRACE: spans unmapped without an RCU grace period
+#   no-grace    GOSTACK_TEST_NO_GRACE: the lock-free retirement design
+#               without its grace period: retired pool spans go back to the
+#               heap (and may be reused, here as guard regions:
+#               gostack__test_guard_free) while a pop may still read them,
+#               and arenas are unmapped without a grace period
 #               -> lockfree.reclaim_torture must fail
 #   unsafe-pop  GOSTACK_TEST_UNSAFE_POP: single-width CAS pops (ABA-prone)
 #               -> lockfree.aba must fail

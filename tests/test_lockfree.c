@@ -6,9 +6,12 @@
  *
  *   reclaim_torture  threads refill and flush (batch pops and chain pushes)
  *                    at full speed while another thread keeps sweeping and
- *                    retiring spans, whose memory becomes PROT_NONE after
- *                    the grace period. Built with GOSTACK_TEST_NO_GRACE the
- *                    retire skips the grace period and this test must crash.
+ *                    retiring spans. The test hook gostack__test_guard_free
+ *                    makes free heap memory fault on any access (as it may
+ *                    once a guarded allocator reuses it), so a pop that
+ *                    touches a retired span after it went back to the heap
+ *                    crashes. Built with GOSTACK_TEST_NO_GRACE spans go back
+ *                    without a grace period and this test must crash.
  *   aba              the same traffic with no reclamation, every stack
  *                    stamped: built with GOSTACK_TEST_UNSAFE_POP (a
  *                    single-width CAS, ABA-prone) it must see a stack owned
@@ -22,6 +25,9 @@
 #include <unistd.h>
 
 #include "test.h"
+
+/* mheap.c, test-hooks builds: free heap memory is a guard region. */
+extern _Atomic int gostack__test_guard_free;
 
 static gostack_allocator_t *A;
 static _Atomic int stop;
@@ -122,7 +128,9 @@ run(bool with_retirer, double seconds)
 
 TEST(reclaim_torture)
 {
+	atomic_store(&gostack__test_guard_free, 1);
 	run(true, 2.0 * test_scale);
+	atomic_store(&gostack__test_guard_free, 0);
 }
 
 TEST(aba)
