@@ -24,6 +24,7 @@
  */
 _Atomic long gostack__test_fault_nth, gostack__test_fault_rate, gostack__test_faults;
 _Atomic long gostack__test_os_calls;   /* requests seen */
+_Atomic long gostack__test_decommits;  /* madvise(MADV_DONTNEED) calls */
 
 static bool
 fault(void)
@@ -86,6 +87,9 @@ void
 gostack__os_decommit(void *p, size_t size)
 {
 	/* Failure only costs RSS; the range stays valid either way. */
+#ifdef GOSTACK_TEST_HOOKS
+	atomic_fetch_add_explicit(&gostack__test_decommits, 1, memory_order_relaxed);
+#endif
 	(void)madvise(p, size, MADV_DONTNEED);
 }
 
