@@ -129,10 +129,10 @@ TEST(use_after_free_reported)
 		ptrdiff_t off;
 	} c[] = {
 		{ "cached 8 KiB, middle", 0, 8 * KiB, 4000 },
-		{ "cached 2 KiB, byte 16", 0, 2 * KiB, 16 },
-		{ "cached 16 KiB, top", 0, 16 * KiB, -8 },
+		{ "cached 2 KiB, byte 0", 0, 2 * KiB, 0 },
+		{ "cached 16 KiB, below the link", 0, 16 * KiB, -17 },
 		{ "no-cache 4 KiB, middle", 1, 4 * KiB, 2000 },
-		{ "no-cache 16 KiB, top", 1, 16 * KiB, -1 },
+		{ "no-cache 16 KiB, below the link", 1, 16 * KiB, -24 },
 		{ "large 64 KiB, top", 0, 64 * KiB, -100 },
 		{ "large 1 MiB, middle", 1, MiB, (ptrdiff_t)(MiB / 2) },
 		{ "huge 4 MiB, top", 0, 4 * MiB, -100 },
@@ -272,7 +272,7 @@ TEST(heap_reuse_writable)
 	}
 }
 
-/* ASan only: a free stack is poisoned past its first 16 bytes, and only there. */
+/* ASan only: a free stack is poisoned but for a small stack's link (its top 16 bytes), and only there. */
 TEST(poison_ranges)
 {
 	setup();
@@ -289,14 +289,18 @@ TEST(poison_ranges)
 		REQUIRE(s.lo != 0 && keep.lo != 0);
 		CHECK(not_poisoned(s));
 		gostack_allocator_free(N, s);
-		/* The link stays accessible; everything gostack poisons is. */
-		CHECK(__asan_region_is_poisoned((void *)s.lo, 16) == NULL);
-		CHECK(__asan_address_is_poisoned((void *)(s.lo + 16)));
-		CHECK(__asan_address_is_poisoned((void *)(s.hi - 1)));
+		/* A small stack's link (its top 16 bytes) stays accessible;
+		 * everything else gostack poisons is (a large stack has no link). */
+		size_t link = n < 32 * KiB ? 16 : 0;
+
+		if (link != 0)
+			CHECK(__asan_region_is_poisoned((void *)(s.hi - link), link) == NULL);
+		CHECK(__asan_address_is_poisoned((void *)s.lo));
+		CHECK(__asan_address_is_poisoned((void *)(s.hi - link - 1)));
 		if (n <= MiB) {
-			CHECK(__asan_region_is_poisoned((void *)(s.lo + 16), n - 16) == (void *)(s.lo + 16));
-			/* every granule: the first unpoisoned byte after lo + 16 is none */
-			for (uintptr_t p = s.lo + 16; p < s.hi; p += 8)
+			CHECK(__asan_region_is_poisoned((void *)s.lo, n - link) == (void *)s.lo);
+			/* every granule below the link is poisoned */
+			for (uintptr_t p = s.lo; p < s.hi - link; p += 8)
 				if (!__asan_address_is_poisoned((void *)p)) {
 					CHECK(!"a hole in the poison");
 					break;
