@@ -79,6 +79,8 @@ init_once_fn(void)
 	static _Atomic bool atfork_done;
 
 	gostack__tls_key_init();
+	/* acq_rel: pairs with itself in a re-run of this function in a fork
+	 * child (the flag is the only state; the handlers are registered once). */
 	if (!atomic_exchange_explicit(&atfork_done, true, memory_order_acq_rel) &&
 	    pthread_atfork(fork_prepare, fork_parent, fork_child) != 0)
 		gostack__throw("pthread_atfork failed");
@@ -283,12 +285,15 @@ default_init(void)
 		if (gostack__env_flag("GOSTACK_STATS", false))
 			atexit(gostack__stats_at_exit);
 	}
+	/* Pairs with the acquire loads in gostack_default_allocator(): the
+	 * allocator's fields are visible to every thread that sees the pointer. */
 	atomic_store_explicit(&default_alloc, a, memory_order_release);
 }
 
 gostack_allocator_t *
 gostack_default_allocator(void)
 {
+	/* Pairs with the release store in default_init(). */
 	gostack_allocator_t *a = atomic_load_explicit(&default_alloc, memory_order_acquire);
 
 	if (gostack__unlikely(a == NULL)) {

@@ -36,11 +36,10 @@ gostack__debug_env(void)
 }
 
 static uint32_t
-stack_bit(struct gostack__span *s, uintptr_t lo, size_t n)
+stack_bit(struct gostack__span *s, uintptr_t lo)
 {
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) == GOSTACK__SPAN_LARGE)
 		return 1;
-	(void)n;
 	return (uint32_t)1 << gostack__span_index(s, lo);
 }
 
@@ -59,12 +58,14 @@ ranges(uintptr_t lo, size_t n, uintptr_t r[2][2])
 }
 
 void
-gostack__debug_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, size_t n)
+gostack__debug_free(struct gostack__span *s, uintptr_t lo, size_t n)
 {
-	uint32_t bit = stack_bit(s, lo, n);
+	uint32_t bit = stack_bit(s, lo);
 	uintptr_t r[2][2];
 
-	(void)a;
+	/* acq_rel: pairs with the fetch_and of the allocation that handed the
+	 * stack out (and with another thread's racing double free): exactly one
+	 * of two racing frees sees the bit clear. */
 	if (atomic_fetch_or_explicit(&s->dbg_freed, bit, memory_order_acq_rel) & bit)
 		gostack__throw("double free of stack [%#lx, %#lx)", (unsigned long)lo, (unsigned long)(lo + n));
 	ranges(lo, n, r);
@@ -74,12 +75,13 @@ gostack__debug_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t l
 }
 
 void
-gostack__debug_alloc(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, size_t n)
+gostack__debug_alloc(struct gostack__span *s, uintptr_t lo, size_t n)
 {
-	uint32_t bit = stack_bit(s, lo, n);
+	uint32_t bit = stack_bit(s, lo);
 	uintptr_t r[2][2];
 
-	(void)a;
+	/* acq_rel: pairs with the fetch_or of the free that put the stack back
+	 * (the poison it wrote is then visible to the check below). */
 	if (!(atomic_fetch_and_explicit(&s->dbg_freed, ~bit, memory_order_acq_rel) & bit))
 		return;   /* never freed since its span was carved: not poisoned */
 	ranges(lo, n, r);

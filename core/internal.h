@@ -2,11 +2,16 @@
  * gostack internal API: constants, Go's size arithmetic, and the cross-file
  * names of core/ (all `gostack__`, hidden from the shared library's ABI).
  *
+ * core/ is the engine; the pools are two peer backends behind pools.h.
+ * Layers call down only: stack/stackcache/allocator/stats/scavenger ->
+ * pools.h (a backend) -> span.c -> mheap.c -> os.c.
+ *
  * Files of core/ and the Go concept each one carries:
  *   sizeclass.h    round2, stack orders, stacklog2 (stack.go arithmetic)
- *   span.h         struct gostack__span (Go's mspan, stack fields only)
- *   mheap.c        arenas, the buddy page heap, spanOf (mheap.go)
- *   os.c           mmap/madvise/munmap, the only OS calls
+ *   span.h         struct gostack__span (Go's mspan), gclink, geometry
+ *   span.c         allocManual / freeManual for an allocator (mapped)
+ *   mheap.c, .h    arenas, the buddy page heap, dirty bits, spanOf (mheap.go)
+ *   os.c           mmap/madvise/munmap, the only OS calls; throw
  *   meta.c         small fixed-size metadata blocks (allocators, caches)
  *   stackcache.c   per-thread caches: stackcacherefill, stackcacherelease,
  *                  stackcache_clear, thread exit (mcache.stackcache)
@@ -14,10 +19,11 @@
  *   allocator.c    allocators, the default allocator, reclaim, fork
  *   stats.c        statistics: totals, per order and large, printing
  *   scavenger.c    the background scavenger: idle memory back after decay_ms
- *   tools.h        what AddressSanitizer and Valgrind are told about stacks
- *   pools.h        the interface of the global pools (two implementations)
- *   stackpool.c    Go's mutex stackpool[order] (stackpoolalloc/free)
- *   stacklarge.c   Go's mutex stackLarge
+ *   debug.c        debug mode's checks
+ *   tools.h, .c    what AddressSanitizer and Valgrind are told about stacks
+ *   pools.h, .c    the interface of the global pools, the table of backends
+ *   mutex/         Go's mutex stackpool[order] and stackLarge (a backend)
+ * ../lockfree/     the lock-free stackpool and stackLarge (the other one)
  */
 #ifndef GOSTACK_INTERNAL_H
 #define GOSTACK_INTERNAL_H
@@ -194,8 +200,8 @@ gostack__count(_Atomic uint64_t *c, uint64_t d)
 /* ---- debug.c ----------------------------------------------------------- */
 
 /* Called on the slow paths of allocators with debug set. */
-GOSTACK__HIDDEN void gostack__debug_alloc(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, size_t n);
-GOSTACK__HIDDEN void gostack__debug_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, size_t n);
+GOSTACK__HIDDEN void gostack__debug_alloc(struct gostack__span *s, uintptr_t lo, size_t n);
+GOSTACK__HIDDEN void gostack__debug_free(struct gostack__span *s, uintptr_t lo, size_t n);
 /* A stack taken from a list must be an n-byte stack of a (else a free
  * stack's link was overwritten): throws otherwise. */
 GOSTACK__HIDDEN void gostack__debug_check_link(gostack_allocator_t *a, uintptr_t lo, size_t n);

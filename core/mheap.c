@@ -400,12 +400,12 @@ gostack__heap_alloc(const struct gostack__geom *g, uint8_t state, size_t elemsiz
 		errno = ENOMEM;
 		return NULL;
 	}
-	/* Published last (Go: atomic state publication in allocManual); pairs
-	 * with nothing that needs it for memory safety (free()'s checks read
-	 * state, alloc and elemsize relaxed: a stack is only freed after it was
-	 * handed out, which happens-after this through the pool hand-off, see
-	 * span.h). */
-	atomic_store_explicit(&s->state, state, memory_order_release);
+	/* Published last (Go: atomic state publication in allocManual).
+	 * Relaxed: free()'s checks read state, alloc and elemsize relaxed, and
+	 * need no pairing here: a stack reaches free() only after it was handed
+	 * out, which happens-after this store through the pool hand-off (a pool
+	 * lock or CAS, then the user's own transfer): span.h's invariant. */
+	atomic_store_explicit(&s->state, state, memory_order_relaxed);
 	return s;
 }
 
@@ -448,7 +448,8 @@ gostack__heap_detach_empty(void)
 		}
 		*pp = ar->next;
 		dirty_clear(ar, 0, ar->nunits);
-		/* Release: pairs with spanOf's acquire (it finds no arena here). */
+		/* Release: pairs with the acquire load of t[i] in
+		 * gostack__span_of_inline() (it finds no arena here from now on). */
 		for (size_t i = 0; i < ar->size >> GOSTACK__ARENA_GRAN_SHIFT; i++)
 			atomic_store_explicit(&t[(ar->base >> GOSTACK__ARENA_GRAN_SHIFT) + i], NULL,
 			    memory_order_release);

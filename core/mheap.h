@@ -78,6 +78,7 @@ extern _Atomic(struct gostack__span *) *_Atomic gostack__arena_table GOSTACK__HI
 static inline struct gostack__span *
 gostack__span_of_inline(uintptr_t addr)
 {
+	/* Pairs with the release store of the table in arena_new(). */
 	_Atomic(struct gostack__span *) *t =
 	    atomic_load_explicit(&gostack__arena_table, memory_order_acquire);
 	size_t i = addr >> GOSTACK__ARENA_GRAN_SHIFT;
@@ -85,7 +86,8 @@ gostack__span_of_inline(uintptr_t addr)
 
 	if (gostack__unlikely(t == NULL || i >= GOSTACK__ARENA_TABLE_LEN))
 		return NULL;
-	/* Pairs with the release store in arena_new(): the span array is ready. */
+	/* Pairs with the release stores of t[i] in arena_new() (the span array
+	 * is ready) and gostack__heap_detach_empty() (the arena is gone). */
 	chunk = atomic_load_explicit(&t[i], memory_order_acquire);
 	if (chunk == NULL)
 		return NULL;

@@ -107,6 +107,8 @@ scavenger_main(void *arg)
 {
 	(void)arg;
 	for (;;) {
+		/* seq_cst, events and scav_state: the Dekker pair with
+		 * gostack__scavenger_kick() (file comment). */
 		uint64_t seen = atomic_load_explicit(&events, memory_order_seq_cst);
 		long ms = pass();
 
@@ -169,6 +171,8 @@ start_locked(void)
 void
 gostack__scavenger_kick(void)
 {
+	/* seq_cst: the Dekker pair with scavenger_main()'s store of IDLE and
+	 * reload of events; start_locked()'s stores pair with the load below. */
 	atomic_fetch_add_explicit(&events, 1, memory_order_seq_cst);
 	int st = atomic_load_explicit(&scav_state, memory_order_seq_cst);
 

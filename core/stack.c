@@ -124,7 +124,7 @@ stackalloc_slow(gostack_allocator_t *a, size_t size)
 	if (r.lo != 0)
 		gostack__tool_alloc(r.lo, r.hi - r.lo);
 	if (r.lo != 0 && a->debug)
-		gostack__debug_alloc(a, gostack__span_of_inline(r.lo), r.lo, r.hi - r.lo);
+		gostack__debug_alloc(gostack__span_of_inline(r.lo), r.lo, r.hi - r.lo);
 	return r;
 }
 
@@ -211,7 +211,7 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 
 	if (a->debug) {
 		gostack__tool_prefree(lo, n);
-		gostack__debug_free(a, s, lo, n);   /* double free; poison */
+		gostack__debug_free(s, lo, n);   /* double free; poison */
 	}
 	gostack__tool_free(lo, n);   /* before the link is written */
 

@@ -27,8 +27,11 @@
  *   thread finishes or is unwound on another.
  * - Failure (ENOMEM, or a size of 0 or above GOSTACK_MAX_SIZE: EINVAL) throws
  *   std::bad_alloc, like Boost's own allocators; errno says why.
- * - No guard page (gostack stacks sit next to each other inside 32 KiB spans):
- *   size stacks for their deepest use. Memory is not zeroed.
+ * - Guard pages come from the allocator: pass one created with
+ *   config.guard_size (or set GOSTACK_GUARD for the default allocator) and
+ *   every stack has no-access memory directly below lo, so an overflow
+ *   faults; without one, stacks of an allocator sit next to each other and
+ *   must be sized for their deepest use. Memory is not zeroed.
  * - Copies are independent and cheap (a size and a pointer); the allocator is
  *   thread-safe because gostack is. No state is kept here.
  * - With BOOST_USE_VALGRIND defined (as for Boost's own allocators) each stack

@@ -58,6 +58,7 @@ static bool lf_fork_hooks;
 void
 gostack__rcu_setup(void)
 {
+	/* Pairs with the acquire loads in the quiesce and fork hooks. */
 	atomic_store_explicit(&lf_used, true, memory_order_release);
 }
 
@@ -87,6 +88,7 @@ gostack__rcu_synchronize(void)
 void
 gostack__rcu_quiesce(void)
 {
+	/* Pairs with the release store in gostack__rcu_setup(). */
 	if (atomic_load_explicit(&lf_used, memory_order_acquire))
 		gostack__rcu_synchronize();
 }
@@ -94,6 +96,7 @@ gostack__rcu_quiesce(void)
 void
 gostack__rcu_fork_prepare(void)
 {
+	/* Pairs with the release store in gostack__rcu_setup(). */
 	lf_fork_hooks = atomic_load_explicit(&lf_used, memory_order_acquire);
 	if (lf_fork_hooks)
 		urcu_bp_before_fork();

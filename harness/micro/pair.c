@@ -5,7 +5,8 @@
  * LD_PRELOAD of another malloc (harness/micro/run does both).
  * Also: the lock-free allocator with decay on (the default, with its
  * background scavenger) against decay off, at 8 KiB (the cached path) and
- * 256 KiB (stackLarge, whose free stamps a coarse clock), and with 4 KiB
+ * 256 KiB (stackLarge, whose free reads no clock: the scavenger stamps an
+ * idle span when it first sees it), and with 4 KiB
  * guard pages (the slow, fully checked paths). Output: two lines per round,
  * ns per pair.
  */
