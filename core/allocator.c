@@ -38,37 +38,36 @@ fork_prepare(void)
 	gostack__scavenger_fork_prepare();
 }
 
+/* fork_prepare's locks given back in reverse order, in the parent and in
+ * the child. The child's only thread is the one that ran fork_prepare and
+ * holds every lock: it gives them back as the parent does (re-initializing
+ * a held mutex would work with glibc but leave ThreadSanitizer believing it
+ * held), restarts what did not survive (the scavenger, urcu's registry) and
+ * adopts the caches of the threads that are gone. */
 static void
-fork_parent(void)
+fork_release(bool child)
 {
-	gostack__scavenger_fork_parent();
+	if (child)
+		gostack__scavenger_fork_child();
+	else
+		gostack__scavenger_fork_parent();
 	gostack__meta_fork_parent();
 	gostack__heap_fork_parent();
 	for (gostack_allocator_t *a = gostack__allocators; a != NULL; a = a->next)
 		if (a->ops->fork_parent)
 			a->ops->fork_parent(a->pools);
 	pthread_mutex_unlock(&gostack__registry_lock);
-	gostack__backends_fork_parent();
+	if (child) {
+		gostack__backends_fork_child();
+		gostack__tcache_fork_child();
+	} else {
+		gostack__backends_fork_parent();
+	}
 	pthread_mutex_unlock(&gostack__decay_lock);
 }
 
-/* The child's only thread is the one that ran fork_prepare and holds every
- * lock: it gives them back as the parent does (re-initializing a held mutex
- * would work with glibc but leave ThreadSanitizer believing it held). */
-static void
-fork_child(void)
-{
-	gostack__scavenger_fork_child();
-	gostack__meta_fork_parent();
-	gostack__heap_fork_parent();
-	for (gostack_allocator_t *a = gostack__allocators; a != NULL; a = a->next)
-		if (a->ops->fork_parent)
-			a->ops->fork_parent(a->pools);
-	pthread_mutex_unlock(&gostack__registry_lock);
-	gostack__backends_fork_child();
-	gostack__tcache_fork_child();
-	pthread_mutex_unlock(&gostack__decay_lock);
-}
+static void fork_parent(void) { fork_release(false); }
+static void fork_child(void) { fork_release(true); }
 
 static void
 init_once_fn(void)
