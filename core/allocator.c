@@ -16,7 +16,7 @@
 #include "mheap.h"
 #include "pools.h"
 
-gostack_allocator_t *gostack__allocators;           /* registry lock */
+struct gostack__allocator_list gostack__allocators = LIST_HEAD_INITIALIZER(gostack__allocators);
 static uint32_t slots_used;                         /* registry lock: bitmap */
 static uint64_t next_id = 1;                        /* registry lock */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -27,10 +27,12 @@ static _Atomic(gostack_allocator_t *) default_alloc;
 static void
 fork_prepare(void)
 {
+	gostack_allocator_t *a;
+
 	pthread_mutex_lock(&gostack__decay_lock);   /* no scavenger pass half done */
 	gostack__backends_fork_prepare();
 	pthread_mutex_lock(&gostack__registry_lock);
-	for (gostack_allocator_t *a = gostack__allocators; a != NULL; a = a->next)
+	LIST_FOREACH(a, &gostack__allocators, link)
 		if (a->ops->fork_prepare)
 			a->ops->fork_prepare(a->pools);
 	gostack__heap_fork_prepare();
@@ -47,13 +49,15 @@ fork_prepare(void)
 static void
 fork_release(bool child)
 {
+	gostack_allocator_t *a;
+
 	if (child)
 		gostack__scavenger_fork_child();
 	else
 		gostack__scavenger_fork_parent();
 	gostack__meta_fork_parent();
 	gostack__heap_fork_parent();
-	for (gostack_allocator_t *a = gostack__allocators; a != NULL; a = a->next)
+	LIST_FOREACH(a, &gostack__allocators, link)
 		if (a->ops->fork_parent)
 			a->ops->fork_parent(a->pools);
 	pthread_mutex_unlock(&gostack__registry_lock);
@@ -139,10 +143,7 @@ gostack_allocator_new(const gostack_config_t *cfg)
 			break;
 		}
 	}
-	a->next = gostack__allocators;
-	if (a->next != NULL)
-		a->next->prev = a;
-	gostack__allocators = a;
+	LIST_INSERT_HEAD(&gostack__allocators, a, link);
 	pthread_mutex_unlock(&gostack__registry_lock);
 	return a;
 }
@@ -187,14 +188,9 @@ gostack_allocator_delete(gostack_allocator_t *a)
 		return EBUSY;
 	}
 	/* Every thread's cache of a: the owners cannot be using a any more. */
-	while (a->tcaches != NULL)
-		gostack__tcache_retire(a->tcaches);
-	if (a->prev != NULL)
-		a->prev->next = a->next;
-	else
-		gostack__allocators = a->next;
-	if (a->next != NULL)
-		a->next->prev = a->prev;
+	while (!LIST_EMPTY(&a->tcaches))
+		gostack__tcache_retire(LIST_FIRST(&a->tcaches));
+	LIST_REMOVE(a, link);
 	if (a->slot < GOSTACK__SLOTS)
 		slots_used &= ~(1u << a->slot);
 	pthread_mutex_unlock(&gostack__registry_lock);

@@ -150,7 +150,7 @@ struct gostack__tcache {
 	gostack_allocator_t *alloc;
 	struct gostack__stackfreelist stackcache[GOSTACK_NUM_ORDERS];
 	struct gostack__tstat st;
-	struct gostack__tcache *next, *prev;   /* alloc->tcaches, registry lock */
+	LIST_ENTRY(gostack__tcache) link;      /* alloc->tcaches, registry lock */
 	struct gostack__tls *owner;
 };
 
@@ -267,8 +267,8 @@ struct gostack_allocator {
 	_Alignas(GOSTACK__CACHELINE) _Atomic size_t mapped;
 	struct gostack__tstat dead;      /* counters of retired tcaches */
 	struct gostack__tstat orphan;    /* counters of cacheless operations */
-	struct gostack__tcache *tcaches; /* registry lock */
-	gostack_allocator_t *next, *prev;/* registry lock */
+	LIST_HEAD(, gostack__tcache) tcaches; /* registry lock */
+	LIST_ENTRY(gostack_allocator) link;   /* gostack__allocators, registry lock */
 };
 
 /* The geometry of a's spans of n-byte stacks (span.h: struct gostack__geom). */
@@ -298,7 +298,8 @@ gostack__count_shared(_Atomic uint64_t *c, uint64_t d)
 	atomic_fetch_add_explicit(c, d, memory_order_relaxed);
 }
 
-GOSTACK__HIDDEN extern gostack_allocator_t *gostack__allocators; /* registry lock */
+LIST_HEAD(gostack__allocator_list, gostack_allocator);
+GOSTACK__HIDDEN extern struct gostack__allocator_list gostack__allocators; /* registry lock */
 
 /* The calling thread's cache for a if it already has one, else NULL: the
  * one identity test of the fast paths (a slot may hold another allocator's

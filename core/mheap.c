@@ -123,25 +123,15 @@ free_insert(struct gostack__arena *ar, size_t u, unsigned h)
 	struct gostack__span *s = &ar->spans[u];
 
 	s->horder = (uint8_t)h;
-	s->hprev = NULL;
-	s->hnext = ar->free[h];
-	if (s->hnext != NULL)
-		s->hnext->hprev = s;
-	ar->free[h] = s;
+	LIST_INSERT_HEAD(&ar->free[h], s, hlink);
 	atomic_store_explicit(&s->alloc, NULL, memory_order_relaxed);
 	atomic_store_explicit(&s->state, GOSTACK__SPAN_FREE, memory_order_relaxed);
 }
 
 static void
-free_remove(struct gostack__arena *ar, struct gostack__span *s)
+free_remove(struct gostack__span *s)
 {
-	if (s->hprev != NULL)
-		s->hprev->hnext = s->hnext;
-	else
-		ar->free[s->horder] = s->hnext;
-	if (s->hnext != NULL)
-		s->hnext->hprev = s->hprev;
-	s->hnext = s->hprev = NULL;
+	LIST_REMOVE(s, hlink);
 	atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
 }
 
@@ -158,7 +148,7 @@ free_block(struct gostack__arena *ar, size_t u, unsigned h)
 		if (atomic_load_explicit(&bs->state, memory_order_relaxed) != GOSTACK__SPAN_FREE ||
 		    bs->horder != h)
 			break;
-		free_remove(ar, bs);
+		free_remove(bs);
 		u &= ~((size_t)1 << h);
 		atomic_store_explicit(&ar->spans[u ^ ((size_t)1 << h)].state, GOSTACK__SPAN_NONE,
 		    memory_order_relaxed);
@@ -174,14 +164,14 @@ alloc_block(struct gostack__arena *ar, unsigned h)
 {
 	unsigned j = h;
 
-	while (j <= ar->max_horder && ar->free[j] == NULL)
+	while (j <= ar->max_horder && LIST_EMPTY(&ar->free[j]))
 		j++;
 	if (j > ar->max_horder)
 		return SIZE_MAX;
-	struct gostack__span *s = ar->free[j];
+	struct gostack__span *s = LIST_FIRST(&ar->free[j]);
 	size_t u = unit_of(ar, s);
 
-	free_remove(ar, s);
+	free_remove(s);
 	while (j > h) {
 		j--;
 		free_insert(ar, u + ((size_t)1 << j), j);

@@ -36,7 +36,7 @@ struct gostack__arena {
 	unsigned max_horder;
 	struct gostack__arena *next;
 	uint64_t *dirty;
-	struct gostack__span *free[GOSTACK__MAX_HORDER + 1];
+	struct gostack__spanhead free[GOSTACK__MAX_HORDER + 1];
 	struct gostack__span spans[];
 };
 

@@ -74,9 +74,9 @@ pass(void)
 	 * new head (the snapshot's links do not change); pools_ops.release
 	 * runs with no other gostack lock held, as pools.h asks. */
 	pthread_mutex_lock(&gostack__registry_lock);
-	gostack_allocator_t *first = gostack__allocators;
+	gostack_allocator_t *first = LIST_FIRST(&gostack__allocators);
 	pthread_mutex_unlock(&gostack__registry_lock);
-	for (gostack_allocator_t *a = first; a != NULL; a = a->next) {
+	for (gostack_allocator_t *a = first; a != NULL; a = LIST_NEXT(a, link)) {
 		if (a->decay_ms < 0)
 			continue;
 		bool sweep = now >= a->decay_sweep_at;

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include "sizeclass.h"
 
@@ -93,14 +94,17 @@ struct gostack__geom {
  *    guarded stack that is not at base, a unit inside the block), so that
  *    spanOf(lo) finds it. Only spans with one stack can have lo_off >= 32 KiB.
  *    A small stack never crosses a 32 KiB unit, so spanOf(link) == spanOf(lo).
- *  - Heap fields (hnext, hprev, horder) belong to the heap lock.
+ *  - Heap fields (hlink, horder) belong to the heap lock.
  *  - pool[] belongs to the backend that owns the span (its struct is in its
  *    own header: core/mutex/mutex.h, lockfree/lockfree.h); zeroed by the heap
  *    when the span is handed out.
  */
+/* Every doubly linked list in gostack is a <sys/queue.h> LIST. */
+LIST_HEAD(gostack__spanhead, gostack__span);
+
 struct gostack__span {
 	/* heap (mheap.c), heap lock */
-	struct gostack__span *hnext, *hprev;   /* free-block list of its buddy order */
+	LIST_ENTRY(gostack__span) hlink;   /* free-block list of its buddy order */
 	_Atomic uint8_t state;
 	uint8_t horder;            /* log2(bytes) - 15 */
 	uint8_t order;             /* pool spans: stack order */

@@ -112,13 +112,7 @@ gostack__tcache_retire(struct gostack__tcache *t)
 	gostack__stackcache_clear(t);
 	gostack__tstat_add(&a->dead, &t->st);
 	memset(&t->st, 0, sizeof t->st);
-	if (t->prev != NULL)
-		t->prev->next = t->next;
-	else
-		a->tcaches = t->next;
-	if (t->next != NULL)
-		t->next->prev = t->prev;
-	t->next = t->prev = NULL;
+	LIST_REMOVE(t, link);
 	atomic_store_explicit(&t->id, 0, memory_order_relaxed);
 	t->alloc = NULL;
 }
@@ -183,11 +177,7 @@ gostack__tcache_slow(gostack_allocator_t *a)
 	}
 	/* A fresh or orphaned struct: its lists are empty, its counters zero. */
 	t->alloc = a;
-	t->prev = NULL;
-	t->next = a->tcaches;
-	if (t->next != NULL)
-		t->next->prev = t;
-	a->tcaches = t;
+	LIST_INSERT_HEAD(&a->tcaches, t, link);
 	atomic_store_explicit(&t->id, a->id, memory_order_relaxed);
 	pthread_mutex_unlock(&gostack__registry_lock);
 	return t;
@@ -221,11 +211,13 @@ void
 gostack__tcache_fork_child(void)
 {
 	pthread_mutex_lock(&gostack__registry_lock);
-	for (gostack_allocator_t *a = gostack__allocators; a != NULL; a = a->next) {
-		struct gostack__tcache *t = a->tcaches;
+	gostack_allocator_t *a;
+
+	LIST_FOREACH(a, &gostack__allocators, link) {
+		struct gostack__tcache *t = LIST_FIRST(&a->tcaches);
 
 		while (t != NULL) {
-			struct gostack__tcache *next = t->next;
+			struct gostack__tcache *next = LIST_NEXT(t, link);
 
 			if (t->owner != &gostack__tls) {
 				gostack__tcache_retire(t);

@@ -23,7 +23,9 @@ gostack__sum_stats(gostack_allocator_t *a, struct gostack__tstat *sum, size_t ca
 	memset(cached, 0, sizeof(size_t) * GOSTACK_NUM_ORDERS);
 	gostack__tstat_add(sum, &a->dead);
 	gostack__tstat_add(sum, &a->orphan);
-	for (struct gostack__tcache *t = a->tcaches; t != NULL; t = t->next) {
+	struct gostack__tcache *t;
+
+	LIST_FOREACH(t, &a->tcaches, link) {
 		gostack__tstat_add(sum, &t->st);
 		for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
 			cached[o] += atomic_load_explicit(&t->stackcache[o].size, memory_order_relaxed);

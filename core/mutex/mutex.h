@@ -10,9 +10,11 @@
 
 #include "../pools.h"
 
-/* Go's mSpanList: intrusive, doubly linked; insert() pushes at the front. */
+/* Go's mSpanList: a <sys/queue.h> LIST of spans, through the mutex
+ * backend's area of each (below); insert() pushes at the front. */
+struct gostack__mutex_span;
 struct gostack__spanlist {
-	struct gostack__span *first;
+	LIST_HEAD(, gostack__mutex_span) spans;
 };
 
 /*
@@ -24,11 +26,14 @@ struct gostack__spanlist {
  *    span's free stacks through their gclinks;
  *  - a LARGE span kept in stackLarge is on free[log2(npages)].
  *  - list is the list the span is on, NULL when on none.
+ *  - batch links spans detached from stackLarge to be freed, owned by the
+ *    thread that detached them.
  */
 struct gostack__mutex_span {
-	struct gostack__span *next, *prev;
+	LIST_ENTRY(gostack__mutex_span) link;
 	struct gostack__spanlist *list;
 	struct gostack__gclink *manualFreeList;
+	struct gostack__span *batch;
 	uint32_t allocCount;
 };
 _Static_assert(sizeof(struct gostack__mutex_span) <= GOSTACK__SPAN_POOL_BYTES,
@@ -38,6 +43,25 @@ static inline struct gostack__mutex_span *
 gostack__ms(struct gostack__span *s)
 {
 	return (struct gostack__mutex_span *)(void *)s->pool;
+}
+
+static inline struct gostack__span *
+gostack__ms_span(struct gostack__mutex_span *m)
+{
+	return m == NULL ? NULL : (struct gostack__span *)(void *)((char *)m - offsetof(struct gostack__span, pool));
+}
+
+/* The first span on l, or NULL; the span after s on its list, or NULL. */
+static inline struct gostack__span *
+gostack__spanlist_first(struct gostack__spanlist *l)
+{
+	return gostack__ms_span(LIST_FIRST(&l->spans));
+}
+
+static inline struct gostack__span *
+gostack__spanlist_next(struct gostack__span *s)
+{
+	return gostack__ms_span(LIST_NEXT(gostack__ms(s), link));
 }
 
 struct gostack__mutex_pools {

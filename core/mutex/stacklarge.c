@@ -17,7 +17,7 @@ gostack__stackLarge_get(void *p, unsigned log2npages)
 	struct gostack__span *s;
 
 	pthread_mutex_lock(&mp->stackLarge.lock);
-	s = l->first;
+	s = gostack__spanlist_first(l);
 	if (s != NULL) {
 		gostack__spanlist_remove(l, s);
 		mp->stackLarge.bytes -= gostack__span_stack_bytes(s);
@@ -67,8 +67,8 @@ gostack__stackLarge_release(struct gostack__mutex_pools *mp, uint64_t now)
 	for (int i = 0; i < GOSTACK__LARGE_LISTS && mp->stackLarge.bytes != 0; i++) {
 		struct gostack__spanlist *l = &mp->stackLarge.free[i];
 
-		for (struct gostack__span *s = l->first, *nx; s != NULL; s = nx) {
-			nx = gostack__ms(s)->next;
+		for (struct gostack__span *s = gostack__spanlist_first(l), *nx; s != NULL; s = nx) {
+			nx = gostack__spanlist_next(s);
 			if (!all) {
 				if (s->decay_at == 0)
 					s->decay_at = now + (uint64_t)mp->a->decay_ms;   /* first seen idle */
@@ -78,7 +78,7 @@ gostack__stackLarge_release(struct gostack__mutex_pools *mp, uint64_t now)
 			gostack__spanlist_remove(l, s);
 			mp->stackLarge.bytes -= gostack__span_stack_bytes(s);
 			bytes += gostack__span_stack_bytes(s);
-			gostack__ms(s)->next = old;
+			gostack__ms(s)->batch = old;
 			old = s;
 		}
 	}
@@ -86,7 +86,7 @@ gostack__stackLarge_release(struct gostack__mutex_pools *mp, uint64_t now)
 	while (old != NULL) {
 		struct gostack__span *s = old;
 
-		old = gostack__ms(s)->next;
+		old = gostack__ms(s)->batch;
 		gostack__span_free(mp->a, s, !all);
 	}
 	return bytes;

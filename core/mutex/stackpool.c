@@ -27,14 +27,8 @@ gostack__mutex_init(pthread_mutex_t *mu)
 void
 gostack__spanlist_insert(struct gostack__spanlist *l, struct gostack__span *s)
 {
-	struct gostack__mutex_span *m = gostack__ms(s);
-
-	m->prev = NULL;
-	m->next = l->first;
-	if (l->first != NULL)
-		gostack__ms(l->first)->prev = s;
-	l->first = s;
-	m->list = l;
+	LIST_INSERT_HEAD(&l->spans, gostack__ms(s), link);
+	gostack__ms(s)->list = l;
 }
 
 void
@@ -44,13 +38,7 @@ gostack__spanlist_remove(struct gostack__spanlist *l, struct gostack__span *s)
 
 	if (m->list != l)
 		gostack__throw("span %p is not on list %p", (void *)s, (void *)l);
-	if (m->prev != NULL)
-		gostack__ms(m->prev)->next = m->next;
-	else
-		l->first = m->next;
-	if (m->next != NULL)
-		gostack__ms(m->next)->prev = m->prev;
-	m->next = m->prev = NULL;
+	LIST_REMOVE(m, link);
 	m->list = NULL;
 }
 
@@ -59,7 +47,7 @@ static struct gostack__gclink *
 stackpoolalloc(struct gostack__mutex_pools *mp, int order)
 {
 	struct gostack__spanlist *list = &mp->stackpool[order].span;
-	struct gostack__span *s = list->first;
+	struct gostack__span *s = gostack__spanlist_first(list);
 	size_t elemsize = gostack__order_size(order);
 
 	if (s == NULL) {
@@ -207,7 +195,7 @@ mutex_destroy(void *p)
 
 	gostack__stackLarge_release(mp, GOSTACK__RELEASE_ALL);
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
-		if (mp->stackpool[o].span.first != NULL)
+		if (!LIST_EMPTY(&mp->stackpool[o].span.spans))
 			gostack__throw("destroying pools with live spans of order %d", o);
 		pthread_mutex_destroy(&mp->stackpool[o].mu);
 	}
@@ -225,7 +213,8 @@ mutex_check(void *p)
 		size_t n = gostack__order_size(o), free_bytes = 0;
 
 		pthread_mutex_lock(&mp->stackpool[o].mu);
-		for (struct gostack__span *s = mp->stackpool[o].span.first; s != NULL; s = gostack__ms(s)->next) {
+		for (struct gostack__span *s = gostack__spanlist_first(&mp->stackpool[o].span); s != NULL;
+		    s = gostack__spanlist_next(s)) {
 			struct gostack__mutex_span *m = gostack__ms(s);
 			size_t nfree = 0, per = s->nelems;
 
