@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "gostack.h"
+#include "proc.h"
 
 #define NALLOC 6   /* at most 8: the allocator index is tagged into lo's low bits */
 #define SLOTS 1024
@@ -32,14 +33,7 @@ static _Atomic uintptr_t slot[SLOTS];          /* lo | allocator index in the lo
 static _Atomic long corrupt, ops, failed_allocs;
 static _Atomic int stop_epoch;
 
-static double
-now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#define now proc_now
 
 static uint64_t
 rnd(uint64_t *s)
@@ -163,15 +157,9 @@ reclaimer(void *arg)
 static long
 rss_kib(void)
 {
-	FILE *f = fopen("/proc/self/statm", "r");
-	long size = 0, rss = 0;
+	long b = proc_rss_bytes();
 
-	if (f == NULL)
-		return -1;
-	if (fscanf(f, "%ld %ld", &size, &rss) != 2)
-		rss = -1;
-	fclose(f);
-	return rss * (sysconf(_SC_PAGESIZE) / 1024);
+	return b < 0 ? -1 : b / 1024;
 }
 
 int

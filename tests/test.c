@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "proc.h"
 #include "test.h"
 
 int test_failed_checks;
@@ -51,30 +52,13 @@ test_check_balance(gostack_allocator_t *a, const char *where)
 long
 test_maps_lines(void)
 {
-	FILE *f = fopen("/proc/self/maps", "r");
-	long n = 0;
-	int c;
-
-	if (f == NULL)
-		return -1;
-	while ((c = fgetc(f)) != EOF)
-		n += c == '\n';
-	fclose(f);
-	return n;
+	return proc_maps_lines();
 }
 
 long
 test_rss_bytes(void)
 {
-	FILE *f = fopen("/proc/self/statm", "r");
-	long size = 0, rss = 0;
-
-	if (f == NULL)
-		return -1;
-	if (fscanf(f, "%ld %ld", &size, &rss) != 2)
-		rss = -1;
-	fclose(f);
-	return rss * sysconf(_SC_PAGESIZE);
+	return proc_rss_bytes();
 }
 
 int

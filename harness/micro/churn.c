@@ -12,47 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "gostack.h"
+#include "../../tests/proc.h"
 
 static double
 now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static long
-maps_lines(void)
-{
-	FILE *f = fopen("/proc/self/maps", "r");
-	long n = 0;
-	int c;
-
-	if (f == NULL)
-		return -1;
-	while ((c = fgetc(f)) != EOF)
-		n += c == '\n';
-	fclose(f);
-	return n;
-}
-
-static double
-rss_mib(void)
-{
-	FILE *f = fopen("/proc/self/statm", "r");
-	long size = 0, rss = 0;
-
-	if (f == NULL)
-		return -1;
-	if (fscanf(f, "%ld %ld", &size, &rss) != 2)
-		rss = 0;
-	fclose(f);
-	return (double)rss * (double)sysconf(_SC_PAGESIZE) / 1048576.0;
+	return proc_now() * 1e3;
 }
 
 int
@@ -95,7 +62,7 @@ main(int argc, char **argv)
 				}
 				memset((void *)(s[i].hi - 4096), 1, 4096);
 			}
-			double rss_live = rss_mib();
+			double rss_live = ((double)proc_rss_bytes() / 1048576.0);
 
 			for (size_t i = 0; i < n; i++)
 				gostack_allocator_free(a, s[i]);
@@ -103,8 +70,8 @@ main(int argc, char **argv)
 			gostack_stats_detail_t d;
 
 			gostack_allocator_stats_detail(a, &d);
-			printf("%-9s %5d %9.1f %7ld %9.1f %9.1f %11.1f %11.1f\n", backends[b].name, r, t1 - t0, maps_lines(),
-			    rss_live, rss_mib(), (double)d.total.mapped_bytes / 1048576.0,
+			printf("%-9s %5d %9.1f %7ld %9.1f %9.1f %11.1f %11.1f\n", backends[b].name, r, t1 - t0, proc_maps_lines(),
+			    rss_live, ((double)proc_rss_bytes() / 1048576.0), (double)d.total.mapped_bytes / 1048576.0,
 			    (double)d.heap_dirty_bytes / 1048576.0);
 			fflush(stdout);
 		}

@@ -15,17 +15,12 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "../../tests/proc.h"
+
 struct node { struct node *next; };
 static __thread struct node *bare;
 
-static double
-now(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
+#define now proc_now
 
 /* ns per alloc+free pair of `size` bytes from a. */
 static double
