@@ -59,7 +59,7 @@ patched() {
 		cmake --build "$work/$name" -j2 --target "$target" >/dev/null || exit 2
 }
 
-patched nolock core/stackpool.c \
+patched nolock core/mutex/stackpool.c \
 	's/pthread_mutex_lock(&mp->stackpool\[order\].mu);/\/* lock removed *\//; s/pthread_mutex_unlock(&mp->stackpool\[order\].mu);/\/* unlock removed *\//' \
 	"lock removed" test_stress
 try no-lock "$work/nolock" test_stress --backend mutex --nocache --threads 16 --scale 1 exchange
