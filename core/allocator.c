@@ -81,6 +81,7 @@ init_once_fn(void)
 	 * every lock twice). */
 	static _Atomic bool atfork_done;
 
+	gostack__options_init();   /* (already done at load, unless linked oddly) */
 	gostack__tls_key_init();
 	/* acq_rel: pairs with itself in a re-run of this function in a fork
 	 * child (the flag is the only state; the handlers are registered once). */
@@ -116,7 +117,7 @@ gostack_allocator_new(const gostack_config_t *cfg)
 	if ((a = gostack__meta_alloc(sizeof *a)) == NULL)
 		return NULL;
 	a->no_cache = cfg->no_cache;
-	a->debug = cfg->debug || gostack__debug_env();
+	a->debug = cfg->debug || gostack__opt(GOSTACK__OPT_DEBUG) != 0;
 	if (cfg->guard_size != 0) {
 		a->page = gostack__os_page();
 		a->guard = (cfg->guard_size + a->page - 1) & ~(a->page - 1);
@@ -206,78 +207,22 @@ gostack_allocator_delete(gostack_allocator_t *a)
 
 /* ---- the default allocator --------------------------------------------- */
 
-bool
-gostack__env_flag(const char *name, bool def)
-{
-	const char *v = getenv(name);
-
-	if (v == NULL || *v == '\0')
-		return def;
-	if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0)
-		return true;
-	if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0 || strcmp(v, "no") == 0)
-		return false;
-	gostack__warn("%s=%s is not 0 or 1; using %d", name, v, def);
-	return def;
-}
-
-/* An integer environment variable in [min, max], with an optional K, M or G
- * suffix (powers of 1024) when `suffixes`; a bad value warns and gives def. */
-static long long
-env_int(const char *name, long long def, long long min, long long max, bool suffixes)
-{
-	const char *v = getenv(name);
-	char *end;
-	long long x;
-
-	if (v == NULL || *v == '\0')
-		return def;
-	errno = 0;
-	x = strtoll(v, &end, 10);
-	if (suffixes && end != v) {
-		int shift = *end == 'k' || *end == 'K' ? 10 : *end == 'm' || *end == 'M' ? 20 :
-		    *end == 'g' || *end == 'G' ? 30 : 0;
-
-		if (shift != 0) {
-			end++;
-			if (x > (max >> shift) || x < -(max >> shift))
-				errno = ERANGE;
-			else
-				x *= 1ll << shift;
-		}
-	}
-	if (end == v || *end != '\0' || errno != 0 || x < min || x > max) {
-		gostack__warn("%s=%s is not an integer in [%lld, %lld]%s; using %lld", name, v, min, max,
-		    suffixes ? " (K, M, G suffixes allowed)" : "", def);
-		return def;
-	}
-	return x;
-}
-
+/* The default allocator, configured from the options table (options.c). */
 static void
 default_init(void)
 {
 	gostack_config_t cfg;
-	const char *b = getenv("GOSTACK_BACKEND");
 
 	memset(&cfg, 0, sizeof cfg);
-	cfg.no_cache = gostack__env_flag("GOSTACK_NOCACHE", false);
-	cfg.guard_size = (size_t)env_int("GOSTACK_GUARD", 0, 0, (long long)GOSTACK_MAX_SIZE, true);
-	cfg.decay_ms = (int)env_int("GOSTACK_DECAY_MS", 0, INT32_MIN, INT32_MAX, false);
-	if (b != NULL && *b != '\0') {
-		if (strcmp(b, "mutex") == 0)
-			cfg.backend = GOSTACK_BACKEND_MUTEX;
-		else if (strcmp(b, "lockfree") == 0 && gostack__backend_of(GOSTACK_BACKEND_LOCKFREE) != NULL)
-			cfg.backend = GOSTACK_BACKEND_LOCKFREE;
-		else
-			gostack__warn("GOSTACK_BACKEND=%s is not mutex or lockfree%s; using the default",
-			    b, gostack__backend_of(GOSTACK_BACKEND_LOCKFREE) == NULL ? " (lockfree not built)" : "");
-	}
+	cfg.no_cache = gostack__opt(GOSTACK__OPT_NOCACHE) != 0;
+	cfg.guard_size = (size_t)gostack__opt(GOSTACK__OPT_GUARD);
+	cfg.decay_ms = (int)gostack__opt(GOSTACK__OPT_DECAY_MS);
+	cfg.backend = (gostack_backend_t)gostack__opt(GOSTACK__OPT_BACKEND);
 	gostack_allocator_t *a = gostack_allocator_new(&cfg);
 
 	if (a != NULL) {
 		a->is_default = true;
-		if (gostack__env_flag("GOSTACK_STATS", false))
+		if (gostack__opt(GOSTACK__OPT_STATS))
 			atexit(gostack__stats_at_exit);
 	}
 	/* Pairs with the acquire loads in gostack_default_allocator(): the

@@ -22,19 +22,6 @@
 #define FULL_LIMIT ((size_t)64 << 10)
 #define LOW_PART ((size_t)4 << 10)
 
-bool
-gostack__debug_env(void)
-{
-	static _Atomic int cached = -1;
-	int v = atomic_load_explicit(&cached, memory_order_relaxed);
-
-	if (v < 0) {
-		v = gostack__env_flag("GOSTACK_DEBUG", false);
-		atomic_store_explicit(&cached, v, memory_order_relaxed);
-	}
-	return v != 0;
-}
-
 static uint32_t
 stack_bit(struct gostack__span *s, uintptr_t lo)
 {

@@ -21,6 +21,7 @@
  *   scavenger.c    the background scavenger: idle memory back after decay_ms
  *   debug.c        debug mode's checks
  *   tools.h, .c    what AddressSanitizer and Valgrind are told about stacks
+ *   options.h, .c  every tunable and environment variable, one table
  *   pools.h, .c    the interface of the global pools, the table of backends
  *   mutex/         Go's mutex stackpool[order] and stackLarge (a backend)
  * ../lockfree/     the lock-free stackpool and stackLarge (the other one)
@@ -36,6 +37,7 @@
 #include <stdint.h>
 
 #include "gostack.h"
+#include "options.h"
 #include "sizeclass.h"
 #include "span.h"
 
@@ -207,10 +209,6 @@ GOSTACK__HIDDEN void gostack__debug_free(struct gostack__span *s, uintptr_t lo, 
 GOSTACK__HIDDEN void gostack__debug_check_link(gostack_allocator_t *a, uintptr_t lo, size_t n);
 /* Walk a thread's cache of a: every stack free, of a, of the right order. */
 GOSTACK__HIDDEN void gostack__debug_check_tcache(struct gostack__tcache *t);
-/* A boolean environment variable; a bad value warns and gives def. */
-GOSTACK__HIDDEN bool gostack__env_flag(const char *name, bool def);
-/* GOSTACK_DEBUG=1 in the environment (read once). */
-GOSTACK__HIDDEN bool gostack__debug_env(void);
 
 /* ---- scavenger.c -------------------------------------------------------- */
 
@@ -288,8 +286,6 @@ gostack__geom_of(const gostack_allocator_t *a, size_t n, struct gostack__geom *g
 	g->bytes = g->stride < GOSTACK__SPAN_SIZE ? GOSTACK__SPAN_SIZE : g->stride;
 	g->nelems = (uint32_t)(g->bytes / g->stride);
 }
-
-#define GOSTACK__DECAY_DEFAULT_MS 1000
 
 /* Record an operation that had no tcache (relaxed RMW on the allocator). */
 static inline void

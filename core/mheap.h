@@ -40,10 +40,6 @@ struct gostack__arena {
 	struct gostack__span spans[];
 };
 
-/* Freed span memory the heap keeps committed, process-wide, before it
- * scavenges (Go's heap keeps freed pages until its scavenger runs). */
-#define GOSTACK__HEAP_RETAIN ((size_t)16 << 20)
-
 /* Go's allocManual: a span of g->bytes (a power of two >= 32 KiB) laid out
  * by g, in state `state` (SPAN_POOL or SPAN_LARGE) holding stacks of
  * elemsize bytes for owner (stored, never read by the heap), guards

@@ -96,15 +96,8 @@ gostack__os_decommit(void *p, size_t size)
 void
 gostack__os_nohugepage(void *p, size_t size)
 {
-	static _Atomic int thp = -1;
-	int v = atomic_load_explicit(&thp, memory_order_relaxed);
-
-	if (v < 0) {
-		v = gostack__env_flag("GOSTACK_THP", false);
-		atomic_store_explicit(&thp, v, memory_order_relaxed);
-	}
 	/* Failure (a kernel without THP) changes nothing. */
-	if (!v)
+	if (!gostack__opt(GOSTACK__OPT_THP))
 		(void)madvise(p, size, MADV_NOHUGEPAGE);
 }
 

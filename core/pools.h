@@ -116,7 +116,4 @@ GOSTACK__HIDDEN void gostack__backends_quiesce(void);
  * unmap them; decay lock held. Returns the bytes unmapped. */
 GOSTACK__HIDDEN size_t gostack__release_arenas(void);
 
-/* How many bytes stackLarge keeps per allocator before frees go to the heap. */
-#define GOSTACK__LARGE_KEEP ((size_t)64 << 20)
-
 #endif /* GOSTACK_POOLS_H */

@@ -47,8 +47,6 @@ static pthread_cond_t scav_cv;
 static _Atomic int scav_state;
 static _Atomic uint64_t events;
 
-#define PERIOD_MIN_MS 10
-#define PERIOD_MAX_MS 1000
 
 uint64_t
 gostack__now_ms(void)
@@ -95,11 +93,12 @@ pass(void)
 		busy = true;
 	if (!busy)
 		return -1;
-	long p = min_decay < 0 ? PERIOD_MAX_MS : min_decay / 2;
+	long p = min_decay < 0 ? GOSTACK__SCAV_PERIOD_MAX_MS : min_decay / 2;
 
 	if (next != UINT64_MAX && next > now && (long)(next - now) < p)
 		p = (long)(next - now);   /* a dirty block's deadline comes first */
-	return p < PERIOD_MIN_MS ? PERIOD_MIN_MS : p > PERIOD_MAX_MS ? PERIOD_MAX_MS : p;
+	return p < GOSTACK__SCAV_PERIOD_MIN_MS ? GOSTACK__SCAV_PERIOD_MIN_MS :
+	    p > GOSTACK__SCAV_PERIOD_MAX_MS ? GOSTACK__SCAV_PERIOD_MAX_MS : p;
 }
 
 static void *

@@ -63,21 +63,14 @@
 #ifdef GOSTACK_TEST_HOOKS
 /* Test builds only: widen the windows of a batch pop (after it loads the
  * head, before it dereferences it; before its CAS) with a sched_yield() one
- * time in GOSTACK_TEST_YIELD (env). */
+ * time in GOSTACK_TEST_YIELD (the options table's test-only row). */
 static __thread uint64_t test_rng;
 
 static void
 test_window(void)
 {
-	static _Atomic long every = -1;
-	long e = atomic_load_explicit(&every, memory_order_relaxed);
+	long long e = gostack__opt(GOSTACK__OPT_TEST_YIELD);   /* options.c */
 
-	if (e < 0) {
-		const char *v = getenv("GOSTACK_TEST_YIELD");
-
-		e = v != NULL ? atol(v) : 0;
-		atomic_store_explicit(&every, e, memory_order_relaxed);
-	}
 	if (e <= 0)
 		return;
 	if (test_rng == 0)

@@ -139,9 +139,7 @@ GOSTACK__HIDDEN void gostack__rcu_fork_child(void);
 
 /* ---- the pools ------------------------------------------------------------ */
 
-/* An order's pool spans past which carving a new span first sweeps (and 2x
- * what the last sweep left, so sweeps stay rare). */
-#define GOSTACK__LF_SWEEP_MIN ((size_t)8 << 20)
+/* GOSTACK__LF_SWEEP_MIN: core/options.h. */
 
 /*
  * Invariant (whenever no operation runs): for each order o,
