@@ -1,7 +1,10 @@
 /*
  * tests/test.h: the tiny test harness. TEST(name) defines a test,
  * CHECK(expr) records a failure and goes on, REQUIRE(expr) ends the test.
- * Every binary ends with "N passed, N failed" and exits non-zero on failure.
+ * test_skip(why) marks the running test skipped (it counts neither as
+ * passed nor failed). Every binary ends with "N passed, N failed, N skipped"
+ * and exits non-zero on failure, 77 when every test it ran was skipped
+ * (ctest's SKIP_RETURN_CODE: reported as skipped, never as passed).
  * Options every test binary takes:
  *   --backend mutex|lockfree   which global pools the test allocators use
  *   --nocache                  Go's stackNoCache for the test allocators
@@ -38,6 +41,11 @@ extern int test_threads, test_scale;
 	test_failed_checks++; fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%ju != %ju)\n", \
 	__FILE__, __LINE__, #a, #b, va_, vb_); } } while (0)
 
+/* The running test does not apply here: prints "SKIP: <why>", and the test
+ * counts as skipped unless a check failed. The caller returns. */
+void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define TEST_SKIP_RC 77
+
 /* Test allocator with the configuration from the command line. */
 gostack_allocator_t *test_allocator(void);
 /* Stats must balance: inuse + cached + pooled == mapped. */
@@ -55,7 +63,7 @@ void test_run_self(void *argv);
 
 /* Run fn in a child process, which must die of SIGABRT after writing exactly
  * one line to stderr that starts with "gostack: ", names an address (0x...)
- * and contains one of want's '|'-separated alternatives (NULL: any). */
+ * and contains one of want's '|'-separated alternatives (required). */
 void test_expect_abort(const char *name, const char *want, void (*fn)(void));
 
 /* Stamps: a token written at both ends and in the middle of a stack. */

@@ -295,7 +295,7 @@ TEST(mprotect_fallback_max_map_count)
 		fclose(f);
 	}
 	if (max <= 0 || max > 150000 || test_sanitized()) {
-		printf("     SKIP: vm.max_map_count %ld (or sanitized build)\n", max);
+		test_skip("vm.max_map_count %ld (or sanitized build)", max);
 		return;
 	}
 	char buf[4096];
@@ -364,7 +364,7 @@ TEST(default_allocator_env)
 	const char *v = getenv("GOSTACK_GUARD");
 
 	if (v == NULL) {
-		printf("     SKIP: GOSTACK_GUARD not set\n");
+		test_skip("GOSTACK_GUARD not set");
 		return;
 	}
 	child_a = gostack_default_allocator();

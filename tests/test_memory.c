@@ -233,7 +233,7 @@ TEST(untouched_rss)
 	long page = sysconf(_SC_PAGESIZE);
 
 	if (test_sanitized() || page != 4096) {
-		printf("     SKIP: sanitized build or pages of %ld bytes\n", page);
+		test_skip("sanitized build or pages of %ld bytes", page);
 		return;
 	}
 	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {

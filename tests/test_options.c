@@ -152,7 +152,7 @@ TEST(decay_never)
 TEST(decay_in_fork_child)
 {
 	if (test_sanitized()) {
-		printf("     SKIP: sanitized build (threads in a fork child)\n");
+		test_skip("sanitized build (threads in a fork child)");
 		return;
 	}
 	gostack_allocator_t *a = with_decay(100);
@@ -185,7 +185,7 @@ TEST(decay_in_fork_child)
 TEST(default_allocator_env_decay)
 {
 	if (getenv("GOSTACK_DECAY_MS") == NULL) {
-		printf("     SKIP: GOSTACK_DECAY_MS not set\n");
+		test_skip("GOSTACK_DECAY_MS not set");
 		return;
 	}
 	gostack_allocator_t *a = gostack_default_allocator();

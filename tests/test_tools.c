@@ -7,7 +7,7 @@
  *    went back to the heap (reclaim) and was carved again for other sizes;
  *  - memory that went back to the heap is not left poisoned.
  * The writability cases run in every build; the report cases need ASan and
- * print SKIP elsewhere.
+ * are skipped elsewhere (test_skip).
  */
 #include <signal.h>
 #include <sys/wait.h>
@@ -120,7 +120,7 @@ TEST(use_after_free_reported)
 {
 	setup();
 #ifndef TT_ASAN
-	printf("     SKIP: not an AddressSanitizer build\n");
+	test_skip("not an AddressSanitizer build");
 #else
 	static const struct {
 		const char *name;
@@ -277,7 +277,7 @@ TEST(poison_ranges)
 {
 	setup();
 #ifndef TT_ASAN
-	printf("     SKIP: not an AddressSanitizer build\n");
+	test_skip("not an AddressSanitizer build");
 #else
 	size_t sizes[] = { 2 * KiB, 16 * KiB, 64 * KiB, MiB, 4 * MiB };
 
