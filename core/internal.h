@@ -96,15 +96,15 @@ GOSTACK__HIDDEN void gostack__meta_fork_parent(void);
 /* Go's allocManual for allocator a: a span in state `state` (SPAN_POOL or
  * SPAN_LARGE) holding stacks of elemsize bytes laid out for a's guard
  * (gostack__geom_of), guards installed, its stack bytes added to a's
- * mapped. NULL with errno ENOMEM. May be called under a pool lock: it leaves
- * the scavenger's kick to gostack__scavenger_poke(). */
+ * mapped. NULL with errno ENOMEM. May be called under a pool lock. */
 GOSTACK__HIDDEN struct gostack__span *gostack__span_alloc(gostack_allocator_t *a,
     uint8_t state, size_t elemsize);
 /* Go's freeManual: the span leaves a (its bytes off a's mapped) for the
  * heap, which keeps its pages committed for a's decay_ms (idle: the span sat
  * idle that long already; the scavenger's next pass gives it back). The
  * caller guarantees that no thread can still touch its memory (lockfree/:
- * after a grace period). */
+ * after a grace period). May be called under a pool lock: it leaves the
+ * scavenger's kick to gostack__scavenger_poke(). */
 GOSTACK__HIDDEN void gostack__span_free(gostack_allocator_t *a, struct gostack__span *s, bool idle);
 /* Go's spanOf (mheap.c): the span head whose memory starts at the 32 KiB unit
  * holding addr, or NULL when addr is not in an arena. Reads only the arena
@@ -164,8 +164,8 @@ enum { GOSTACK__TLS_FRESH = 0, GOSTACK__TLS_LIVE, GOSTACK__TLS_EXITING };
 
 /* Per-thread state, initial-exec TLS: no __tls_get_addr on the fast path.
  * slot[GOSTACK__SLOTS] is always NULL: the slot of cacheless allocators.
- * kick: this thread took a span from the heap for an allocator with decay
- * and has not kicked the scavenger yet (gostack__scavenger_poke). */
+ * kick: this thread made memory of an allocator with decay idle and has not
+ * kicked the scavenger yet (gostack__scavenger_note / _poke). */
 struct gostack__tls {
 	struct gostack__tcache *slot[GOSTACK__SLOTS + 1];
 	int state;
@@ -219,8 +219,17 @@ GOSTACK__HIDDEN uint64_t gostack__now_ms(void);
  * start a thread: never called with a gostack lock held. */
 GOSTACK__HIDDEN void gostack__scavenger_kick(void);
 
-/* The engine's slow paths, once they hold no lock: the kick that
- * gostack__span_alloc left for this thread, if any (one TLS load). */
+/* Memory of a became idle (stacks given to a pool, a span to the heap):
+ * if a decays, the scavenger must run; the kick itself waits until the
+ * thread holds no lock (gostack__scavenger_poke). The scavenger thread is
+ * thus started only once there is idle memory to give back. */
+#define gostack__scavenger_note(a) do { \
+	if ((a)->decay_ms >= 0) \
+		gostack__tls.kick = true; \
+} while (0)
+
+/* The engine's slow paths, once they hold no lock: the kick that a
+ * gostack__scavenger_note left for this thread, if any (one TLS load). */
 static inline void
 gostack__scavenger_poke(void)
 {

@@ -2,8 +2,10 @@
  * scavenger.c: memory that goes back by itself (config.decay_ms), Go's
  * background scavenger (runtime/mgcscavenge.go: bgscavenge) for stacks.
  *
- * One background thread, started on first need (the first span taken from
- * the heap) and again in a fork child, makes a pass every
+ * One background thread, started on first need (the first time memory of an
+ * allocator with decay becomes idle: stacks given to a global pool, a span
+ * to stackLarge or the heap; a stack that only moves between a thread and
+ * its cache starts nothing) and again in a fork child, makes a pass every
  * max(10, min decay_ms / 2) ms while there is anything to give back:
  *   - stackLarge: a span the scavenger finds there is stamped (free path:
  *     no clock read) and goes back once it has been there decay_ms (so

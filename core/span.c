@@ -7,9 +7,9 @@
  * The heap knows no allocator: here the allocator's guard becomes the span's
  * geometry (gostack__geom_of) and its decay_ms the heap's decay deadline, and
  * the tools (ASan, Valgrind) hear that a span's stacks went back. The
- * scavenger is not kicked here (a pool lock may be held): span_alloc leaves
- * a note in the thread's TLS, and the engine's slow paths kick it once they
- * hold no lock (gostack__scavenger_poke).
+ * scavenger is not kicked here (a pool lock may be held): span_free leaves a
+ * note in the thread's TLS (idle memory to give back), and the engine's
+ * slow paths kick it once they hold no lock (gostack__scavenger_poke).
  */
 #include "mheap.h"
 #include "tools.h"
@@ -27,8 +27,6 @@ gostack__span_alloc(gostack_allocator_t *a, uint8_t state, size_t elemsize)
 	/* Relaxed: mapped is a statistic; its readers hold no expectation on
 	 * other memory (stats balance when no operation runs). */
 	atomic_fetch_add_explicit(&a->mapped, gostack__span_stack_bytes(s), memory_order_relaxed);
-	if (a->decay_ms >= 0)
-		gostack__tls.kick = true;   /* memory to watch: kick once no lock is held */
 	return s;
 }
 
@@ -39,6 +37,7 @@ gostack__span_free(gostack_allocator_t *a, struct gostack__span *s, bool idle)
 	uint64_t decay_at = idle ? 0 : a->decay_ms < 0 ? UINT64_MAX : gostack__now_ms() + (uint64_t)a->decay_ms;
 
 	atomic_fetch_sub_explicit(&a->mapped, gostack__span_stack_bytes(s), memory_order_relaxed);
+	gostack__scavenger_note(a);   /* its pages stay committed until decay */
 	for (uint32_t i = 0; i < s->nelems; i++)   /* the ranges its stacks were poisoned in */
 		gostack__tool_span_free(gostack__span_stack(s, i), n);
 	gostack__heap_free(s, decay_at);

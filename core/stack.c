@@ -225,6 +225,8 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 			gostack__count_shared(&a->orphan.large_free_bytes, n);
 		}
 		a->ops->large_put(a->pools, s);
+		gostack__scavenger_note(a);   /* idle in stackLarge, or dirty in the heap */
+		gostack__scavenger_poke();
 		return;
 	}
 	int order = gostack__order(n);
@@ -240,12 +242,16 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 			gostack__count_shared(&a->orphan.pool_in[order], 1);
 		}
 		a->ops->pool_put(a->pools, order, x, x);
+		gostack__scavenger_note(a);
+		gostack__scavenger_poke();
 		return;
 	}
 	struct gostack__stackfreelist *c = &t->stackcache[order];
 
-	if (atomic_load_explicit(&c->size, memory_order_relaxed) >= GOSTACK_CACHE_SIZE)
+	if (atomic_load_explicit(&c->size, memory_order_relaxed) >= GOSTACK_CACHE_SIZE) {
 		gostack__stackcacherelease(t, order);   /* before the push, as in Go */
+		gostack__scavenger_poke();
+	}
 	x->next = c->list;
 	c->list = x;
 	atomic_store_explicit(&c->size, atomic_load_explicit(&c->size, memory_order_relaxed) + n,

@@ -75,6 +75,7 @@ gostack__stackcacherelease(struct gostack__tcache *t, int order)
 	atomic_store_explicit(&c->size, have, memory_order_relaxed);
 	gostack__count(&t->st.pool_in[order], n);
 	a->ops->pool_put(a->pools, order, head, last);
+	gostack__scavenger_note(a);
 }
 
 /* Go's stackcache_clear: every order of this cache back to the pools. The
@@ -100,6 +101,7 @@ gostack__stackcache_clear(struct gostack__tcache *t)
 		if (n != 0) {
 			gostack__count(&t->st.pool_in[o], n);
 			a->ops->pool_put(a->pools, o, list, last);
+			gostack__scavenger_note(a);
 		}
 	}
 }
@@ -136,6 +138,7 @@ tls_destructor(void *arg)
 		gostack__meta_free(t, sizeof *t);
 	}
 	pthread_mutex_unlock(&gostack__registry_lock);
+	gostack__scavenger_poke();   /* the caches went to the pools */
 }
 
 void
@@ -199,6 +202,7 @@ gostack_thread_flush(void)
 		}
 	}
 	pthread_mutex_unlock(&gostack__registry_lock);
+	gostack__scavenger_poke();
 }
 
 /*
