@@ -158,6 +158,8 @@ start_locked(void)
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);   /* the thread inherits it */
 	err = pthread_create(&tid, &at, scavenger_main, NULL);
+	if (err == 0)
+		(void)pthread_setname_np(tid, "gostack-scav");   /* what top and gdb show */
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&at);
 	if (err != 0) {

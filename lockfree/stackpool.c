@@ -110,11 +110,14 @@ sweep(struct gostack__lf_pools *lp, int order, struct gostack__span **retired, u
 
 		if (gostack__lf(s)->sweep_count != s->nelems ||
 		    (idle_pass != 0 && gostack__lf(s)->idle_pass != idle_pass - 1)) {
-			/* kept: pushed back below */
-			x->next = keep;
-			keep = x;
-			if (keep_last == NULL)
-				keep_last = x;
+			/* kept, in the order drained: the stacks freed last stay on
+			 * top (warm in cache, and what the next pop expects) */
+			x->next = NULL;
+			if (keep_last != NULL)
+				keep_last->next = x;
+			else
+				keep = x;
+			keep_last = x;
 		}
 		x = nx;
 	}

@@ -6,7 +6,9 @@
 #ifndef GOSTACK_TESTS_PROC_H
 #define GOSTACK_TESTS_PROC_H
 
+#include <dirent.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +51,38 @@ proc_rss_bytes(void)
 		rss = -1;
 	fclose(f);
 	return rss < 0 ? -1 : rss * sysconf(_SC_PAGESIZE);
+}
+
+/* Threads of this process, and those of them named name (/proc/self/task/N/comm). */
+static inline int
+proc_threads(const char *name)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		char path[300], comm[64] = "";
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		if (name == NULL) {
+			n++;
+			continue;
+		}
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+		if ((f = fopen(path, "r")) != NULL) {
+			if (fgets(comm, sizeof comm, f) != NULL)
+				comm[strcspn(comm, "\n")] = '\0';
+			fclose(f);
+		}
+		n += strcmp(comm, name) == 0;
+	}
+	closedir(d);
+	return n;
 }
 
 #endif

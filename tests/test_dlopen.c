@@ -8,34 +8,20 @@
  * scavenger thread) in place instead of unmapping code a thread still
  * runs: no crash, and threads do not pile up per load.
  */
-#include <dirent.h>
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "proc.h"
+
 typedef struct { uintptr_t lo, hi; } stk_t;
-
-static int
-threads(void)
-{
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *e;
-	int n = 0;
-
-	if (d == NULL)
-		return -1;
-	while ((e = readdir(d)) != NULL)
-		n += e->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
 
 int
 main(void)
 {
-	int failed = 0, base = threads();
+	int failed = 0, base = proc_threads("gostack-scav");
 
 	for (int round = 0; round < 40; round++) {
 		void *h = dlopen(GOSTACK_SO, RTLD_NOW | RTLD_LOCAL);
@@ -70,10 +56,11 @@ main(void)
 		}
 	}
 	usleep(400 * 1000);   /* longer than GOSTACK_DECAY_MS=100: the scavenger runs */
-	int n = threads();
+	int n = proc_threads("gostack-scav");
 
-	printf("     40 dlopen/dlclose rounds: threads %d before, %d after\n", base, n);
-	if (n > base + 1) {
+	printf("     40 dlopen/dlclose rounds: gostack threads %d before, %d after (all threads: %d)\n", base, n,
+	    proc_threads(NULL));
+	if (n != base + 1) {
 		fprintf(stderr, "threads piled up: %d before, %d after\n", base, n);
 		failed++;
 	}

@@ -8,27 +8,11 @@
  * stack went idle (the scavenger starts: decay is on by default).
  * Prints ns per malloc+free pair and the thread count at each stage.
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "gostack.h"
 #include "../../tests/proc.h"
-
-static int
-threads(void)
-{
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *e;
-	int n = 0;
-
-	if (d == NULL)
-		return -1;
-	while ((e = readdir(d)) != NULL)
-		n += e->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
 
 static double
 malloc_pairs(long n)
@@ -47,7 +31,7 @@ malloc_pairs(long n)
 static void
 stage(const char *what, long n)
 {
-	printf("%-44s threads %d:", what, threads());
+	printf("%-44s threads %d:", what, proc_threads(NULL));
 	for (int r = 0; r < 5; r++)
 		printf(" %6.2f", malloc_pairs(n));
 	printf(" ns per malloc+free\n");
