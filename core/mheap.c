@@ -364,6 +364,7 @@ gostack__heap_alloc(const struct gostack__geom *g, uint8_t state, size_t elemsiz
 
 	s->horder = (uint8_t)h;
 	s->order = 0;
+	atomic_store_explicit(&s->large_free, 0, memory_order_relaxed);
 	s->base = ar->base + (u << GOSTACK__SPAN_SHIFT);
 	s->npages = bytes >> GOSTACK__PAGE_SHIFT;
 	s->stride = (uint32_t)g->stride;

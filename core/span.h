@@ -25,14 +25,31 @@ struct gostack_allocator;
  * the top page is the first one a coroutine touches: a free stack costs no
  * page the coroutine that used it never touched, and a stack handed out
  * again faults in nothing new below its top page. The second word, at
- * hi - 8, is reserved (never written today). Large stacks are never linked
- * through their memory (their span metadata is).
+ * hi - 8, is the free mark: gostack__free_key while the stack is free (set
+ * when it is carved or freed, on every path), 0 once it is handed out (on
+ * every path), so that freeing a stack that is already free is caught at
+ * the call in every build, for one load and one store on a cache line the
+ * link already touches (glibc's tcache key, the same idea). The key is
+ * random per process, so a coroutine's own data matches it with chance
+ * 2^-64. Large stacks are never linked through their memory (their span
+ * metadata is) and carry their free flag there (large_free).
  */
 #define GOSTACK__LINK_SIZE ((size_t)16)
 
 struct gostack__gclink {
 	struct gostack__gclink *next;
+	uint64_t mark;   /* gostack__free_key while free (above) */
 };
+
+/* Random per process, never 0 (core/stack.c). */
+extern uint64_t gostack__free_key __attribute__((visibility("hidden")));
+
+/* A stack becomes free (carved, or freed after its mark was checked). */
+static inline void
+gostack__link_mark_free(struct gostack__gclink *x)
+{
+	x->mark = gostack__free_key;
+}
 
 /* The link of the free n-byte stack at lo, and back. */
 static inline struct gostack__gclink *
@@ -108,6 +125,9 @@ struct gostack__span {
 	_Atomic uint8_t state;
 	uint8_t horder;            /* log2(bytes) - 15 */
 	uint8_t order;             /* pool spans: stack order */
+	/* LARGE spans: 1 while the stack is free (kept in stackLarge), 0 while
+	 * it is handed out; exchanged by free, so a second free is caught */
+	_Atomic uint8_t large_free;
 	/* In gostack__now_ms() time. A free unit: when its pages go back to the
 	 * OS if it is still dirty (heap lock). A span idle in stackLarge: when
 	 * it leaves the pool, 0 until the scavenger first sees it (that pool's

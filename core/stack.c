@@ -12,6 +12,26 @@
 #include "pools.h"
 #include "tools.h"
 
+#include <sys/random.h>
+#include <time.h>
+
+uint64_t gostack__free_key = 0x9e3779b97f4a7c15ull;   /* until load: nonzero, never matches 0 */
+
+/* The free mark's key (span.h): random per process, odd, never 0. */
+__attribute__((constructor)) static void
+free_key_init(void)
+{
+	uint64_t k = 0;
+	struct timespec ts;
+
+	if (getrandom(&k, sizeof k, GRND_NONBLOCK) != (ssize_t)sizeof k) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		k = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)&k;
+		k *= 0xbf58476d1ce4e5b9ull;
+	}
+	gostack__free_key = k | 1;
+}
+
 static inline struct gostack__tcache *
 tcache_of(gostack_allocator_t *a)
 {
@@ -25,6 +45,22 @@ fail(int err)
 {
 	errno = err;
 	return (gostack_t){ 0, 0 };
+}
+
+static _Noreturn __attribute__((cold, noinline)) void
+double_free(uintptr_t lo, uintptr_t hi)
+{
+	gostack__throw("double free of stack [%#lx, %#lx)", (unsigned long)lo, (unsigned long)hi);
+}
+
+/* A small stack is freed: caught if it is free already (its mark), then
+ * marked free. */
+static inline void
+mark_free(struct gostack__gclink *x, uintptr_t lo, uintptr_t hi)
+{
+	if (gostack__unlikely(x->mark == gostack__free_key))
+		double_free(lo, hi);
+	gostack__link_mark_free(x);
 }
 
 static gostack_t
@@ -50,6 +86,7 @@ stackalloc_large(gostack_allocator_t *a, size_t n)
 	}
 	uintptr_t lo = gostack__span_stack(s, 0);
 
+	atomic_store_explicit(&s->large_free, 0, memory_order_relaxed);   /* ours alone now */
 	if (a->debug)
 		gostack__debug_check_link(a, lo, n);   /* stackLarge's link was sound */
 	return (gostack_t){ lo, lo + n };
@@ -73,6 +110,7 @@ stackalloc_nocache(gostack_allocator_t *a, struct gostack__tcache *t, int order,
 	}
 	uintptr_t lo = gostack__link_lo(x, n);
 
+	x->mark = 0;   /* handed out */
 	if (a->debug)
 		gostack__debug_check_link(a, lo, n);   /* the pool's link was sound */
 	return (gostack_t){ lo, lo + n };
@@ -110,6 +148,7 @@ stackalloc_any(gostack_allocator_t *a, size_t size)
 	if (a->debug)
 		gostack__debug_check_link(a, lo, n);   /* before following it */
 	c->list = x->next;
+	x->mark = 0;   /* handed out */
 	atomic_store_explicit(&c->size, atomic_load_explicit(&c->size, memory_order_relaxed) - n,
 	    memory_order_relaxed);
 	gostack__count(&t->st.allocs[order], 1);
@@ -145,6 +184,7 @@ gostack_allocator_alloc(gostack_allocator_t *a, size_t size)
 				uintptr_t hi = (uintptr_t)x + GOSTACK__LINK_SIZE;
 
 				c->list = x->next;
+				x->mark = 0;   /* handed out (same line as the link) */
 				atomic_store_explicit(&c->size,
 				    atomic_load_explicit(&c->size, memory_order_relaxed) - n, memory_order_relaxed);
 				gostack__count(&t->st.allocs[order], 1);
@@ -216,6 +256,11 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	gostack__tool_free(lo, n);   /* before the link is written */
 
 	if (!gostack__is_small(n)) {
+		/* acq_rel: two frees racing on one large stack, exactly one
+		 * sees 0 (pairs with itself; the alloc's store is ordered
+		 * before any free by the hand-off). */
+		if (atomic_exchange_explicit(&s->large_free, 1, memory_order_acq_rel) != 0)
+			double_free(lo, hi);
 		t = tcache_of(a);
 		if (t != NULL) {
 			gostack__count(&t->st.large_frees, 1);
@@ -232,6 +277,7 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	int order = gostack__order(n);
 	struct gostack__gclink *x = gostack__link_of(lo, n);
 
+	mark_free(x, lo, hi);
 	t = tcache_of(a);
 	if (t == NULL || a->no_cache) {
 		if (t != NULL) {
@@ -290,6 +336,7 @@ gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
 					struct gostack__gclink *x = (struct gostack__gclink *)(hi - GOSTACK__LINK_SIZE);
 
 					gostack__tool_free(lo, n);   /* before the link is written */
+					mark_free(x, lo, hi);
 					x->next = c->list;
 					c->list = x;
 					atomic_store_explicit(&c->size, have + n, memory_order_relaxed);

@@ -13,8 +13,9 @@
  *
  * Errors: allocation failure returns {0, 0} with errno set (EINVAL for a size
  * of 0 or above GOSTACK_MAX_SIZE, ENOMEM when the OS refuses memory). Freeing
- * something that is not a live stack of that allocator prints one line
- * starting "gostack:" to stderr and aborts, like Go's throw.
+ * something that is not a live stack of that allocator, a double free
+ * included (in every build), prints one line starting "gostack:" to stderr
+ * and aborts, like Go's throw.
  */
 #ifndef GOSTACK_H
 #define GOSTACK_H

@@ -224,6 +224,7 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 	for (uint32_t i = s->nelems; i != 0;) {
 		struct gostack__gclink *x = gostack__link_of(gostack__span_stack(s, --i), size);
 
+		gostack__link_mark_free(x);
 		if (got < n) {
 			x->next = head;
 			head = x;

@@ -5,6 +5,8 @@
  * names the address and says what was wrong (the expected reason; several
  * where the path decides which check fires first).
  */
+#include <pthread.h>
+
 #include "test.h"
 
 static gostack_allocator_t *A, *B;
@@ -110,6 +112,65 @@ static void free_after_span_returned(void)
 	gostack_allocator_reclaim(m);   /* the span is back with the heap */
 	gostack_allocator_free(m, s);
 }
+/* Double frees, outside debug mode: caught at the second free on every path
+ * (the free mark in a small stack's top 16 bytes; the large span's flag).
+ * `keep` holds each span, so that a mutex-pool span does not go back to the
+ * heap in between (that case is "not a stack handed out"). */
+static void df_small(size_t n)
+{
+	gostack_t keep = gostack_allocator_alloc(A, n), s = gostack_allocator_alloc(A, n);
+
+	(void)keep;
+	gostack_allocator_free(A, s);
+	gostack_allocator_free(A, s);
+}
+static void df_2k(void) { df_small(2048); }
+static void df_16k(void) { df_small(16384); }
+static void df_large(void)
+{
+	gostack_t s = gostack_allocator_alloc(A, 65536);
+
+	gostack_allocator_free(A, s);
+	gostack_allocator_free(A, s);
+}
+static void df_after_flush(void)
+{
+	gostack_t keep = gostack_allocator_alloc(A, 4096), s = gostack_allocator_alloc(A, 4096);
+
+	(void)keep;
+	gostack_allocator_free(A, s);
+	gostack_thread_flush();   /* now in the global pool */
+	gostack_allocator_free(A, s);
+}
+static gostack_t df_stack;
+static void *df_thread(void *arg)
+{
+	(void)arg;
+	gostack_allocator_free(A, df_stack);   /* into this thread's cache */
+	return NULL;
+}
+static void df_other_thread(void)
+{
+	gostack_t keep = gostack_allocator_alloc(A, 8192);
+	pthread_t t;
+
+	(void)keep;
+	df_stack = gostack_allocator_alloc(A, 8192);
+	pthread_create(&t, NULL, df_thread, NULL);
+	pthread_join(t, NULL);   /* (the thread's exit gave its cache to the pool) */
+	gostack_allocator_free(A, df_stack);
+}
+static void df_other_thread_cached(void)
+{
+	gostack_t keep = gostack_allocator_alloc(A, 8192);
+	pthread_t t;
+
+	(void)keep;
+	df_stack = gostack_allocator_alloc(A, 8192);
+	gostack_allocator_free(A, df_stack);   /* in this thread's cache */
+	pthread_create(&t, NULL, df_thread, NULL);
+	pthread_join(t, NULL);
+}
 static void free_too_big(void)
 {
 	gostack_allocator_free(A, (gostack_t){ 1ul << 32, (1ul << 32) + ((size_t)1 << 31) });
@@ -135,6 +196,30 @@ TEST(misuse_aborts)
 	test_expect_abort("large freed as small", "size does not match the stack handed out", free_large_as_small);
 	test_expect_abort("free after span returned", "not memory gostack allocated|not a stack handed out by gostack", free_after_span_returned);
 	test_expect_abort("size above the maximum", "size is not a power of two", free_too_big);
+	test_expect_abort("double free, 2 KiB", "double free of stack", df_2k);
+	test_expect_abort("double free, 16 KiB", "double free of stack", df_16k);
+	test_expect_abort("double free, large", "double free of stack", df_large);
+	test_expect_abort("double free after flush", "double free of stack", df_after_flush);
+	test_expect_abort("double free, first on another thread", "double free of stack", df_other_thread);
+	test_expect_abort("double free, second on another thread", "double free of stack", df_other_thread_cached);
 }
 
-TEST_MAIN(T(misuse_aborts))
+/* Freed and handed out again many times: the mark never fires wrongly. */
+TEST(reuse_no_false_double_free)
+{
+	gostack_allocator_t *a = test_allocator();
+
+	for (int i = 0; i < 100000; i++) {
+		size_t n = (size_t)2048 << (i % 6);   /* 2 KiB .. 64 KiB */
+		gostack_t s = gostack_allocator_alloc(a, n);
+
+		REQUIRE(s.lo != 0);
+		memset((void *)(s.hi - 64), i & 0xff, 64);   /* the coroutine writes its top */
+		gostack_allocator_free(a, s);
+	}
+	gostack_thread_flush();
+	gostack_allocator_reclaim(a);
+	CHECK_EQ(gostack_allocator_delete(a), 0);
+}
+
+TEST_MAIN(T(misuse_aborts), T(reuse_no_false_double_free))

@@ -61,6 +61,7 @@ stackpoolalloc(struct gostack__mutex_pools *mp, int order)
 		for (uint32_t i = 0; i < s->nelems; i++) {
 			struct gostack__gclink *x = gostack__link_of(gostack__span_stack(s, i), elemsize);
 
+			gostack__link_mark_free(x);
 			x->next = gostack__ms(s)->manualFreeList;
 			gostack__ms(s)->manualFreeList = x;
 		}
