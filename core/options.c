@@ -20,7 +20,7 @@ const struct gostack__option_row gostack__option_table[GOSTACK__OPT_COUNT] = {
 	[GOSTACK__OPT_NOCACHE] = { "GOSTACK_NOCACHE", GOSTACK__OPT_BOOL, 0, 0, 1, "0", BOOL_VALUES,
 	    "Go's `stackNoCache` for the default allocator", false },
 	[GOSTACK__OPT_BACKEND] = { "GOSTACK_BACKEND", GOSTACK__OPT_ENUM_BACKEND, GOSTACK_BACKEND_DEFAULT, 0, 0,
-	    "lockfree", "`lockfree` / `mutex`", "pools of the default allocator", false },
+	    "lockfree", "`lockfree` / `mutex`", "pools of the default allocator and of every allocator made with GOSTACK_BACKEND_DEFAULT", false },
 	[GOSTACK__OPT_GUARD] = { "GOSTACK_GUARD", GOSTACK__OPT_BYTES, 0, 0, (long long)GOSTACK_MAX_SIZE, "0",
 	    "bytes, `K`/`M`/`G` suffix allowed, 0..1G",
 	    "guard below every stack of the default allocator (rounded up to pages; 0: none)", false },

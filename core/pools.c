@@ -22,6 +22,10 @@ const struct gostack__pools_ops *
 gostack__backend_of(gostack_backend_t kind)
 {
 	if (kind == GOSTACK_BACKEND_DEFAULT) {
+		/* The process default: GOSTACK_BACKEND when set (options.c). */
+		kind = (gostack_backend_t)gostack__opt(GOSTACK__OPT_BACKEND);
+	}
+	if (kind == GOSTACK_BACKEND_DEFAULT) {
 #ifdef GOSTACK_HAVE_LOCKFREE
 		kind = GOSTACK_BACKEND_LOCKFREE;
 #else

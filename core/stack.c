@@ -47,6 +47,18 @@ fail(int err)
 	return (gostack_t){ 0, 0 };
 }
 
+unsigned
+gostack_version(void)
+{
+	return GOSTACK_VERSION_NUMBER;
+}
+
+size_t
+gostack_good_size(size_t size)
+{
+	return size - 1 >= GOSTACK_MAX_SIZE ? 0 : gostack__round2(size);   /* 0 wraps */
+}
+
 static _Noreturn __attribute__((cold, noinline)) void
 double_free(uintptr_t lo, uintptr_t hi)
 {

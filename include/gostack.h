@@ -27,6 +27,8 @@
 #define GOSTACK_VERSION_MAJOR 0
 #define GOSTACK_VERSION_MINOR 1
 #define GOSTACK_VERSION_PATCH 0
+/* major << 16 | minor << 8 | patch: compare with gostack_version() */
+#define GOSTACK_VERSION_NUMBER ((GOSTACK_VERSION_MAJOR << 16) | (GOSTACK_VERSION_MINOR << 8) | GOSTACK_VERSION_PATCH)
 
 #if defined(__GNUC__) && defined(GOSTACK_BUILDING)
 #define GOSTACK_API __attribute__((visibility("default")))
@@ -47,7 +49,8 @@ typedef struct gostack { uintptr_t lo, hi; } gostack_t;
 #define GOSTACK_MAX_SIZE   ((size_t)1 << 30)
 
 typedef enum gostack_backend {
-	GOSTACK_BACKEND_DEFAULT = 0,   /* the lock-free pools once they exist; GOSTACK_BACKEND=mutex overrides for the default allocator */
+	GOSTACK_BACKEND_DEFAULT = 0,   /* the process default: GOSTACK_BACKEND if set, else the lock-free pools
+	                                  (so a library's own allocators follow the environment too) */
 	GOSTACK_BACKEND_MUTEX,         /* Go's own pools: one padded mutex per order, one for stackLarge */
 	GOSTACK_BACKEND_LOCKFREE       /* ConcurrencyKit stacks with RCU span reclamation */
 } gostack_backend_t;
@@ -98,6 +101,17 @@ typedef struct gostack_stats_detail {
 	size_t guard_size;             /* page-rounded; 0: none */
 	int decay_ms;                  /* effective: > 0, or -1 (never) */
 } gostack_stats_detail_t;
+
+/* The library's version at run time (GOSTACK_VERSION_NUMBER of the
+ * libgostack.so.0 actually loaded, which may be newer than the header a
+ * program was built with). */
+GOSTACK_API unsigned gostack_version(void);
+/* The size of the stack gostack_allocator_alloc(a, size) hands out (hi - lo):
+ * size rounded up to a power of two of at least GOSTACK_MIN_SIZE (Go's
+ * round2), as malloc_good_size does for malloc; 0 for 0 or above
+ * GOSTACK_MAX_SIZE (alloc fails with EINVAL there). For libraries that
+ * remember only the size they asked for. */
+GOSTACK_API size_t gostack_good_size(size_t size);
 
 /* The process-wide default allocator, configured from the environment:
  * GOSTACK_NOCACHE, GOSTACK_BACKEND, GOSTACK_GUARD, GOSTACK_DECAY_MS,

@@ -20,6 +20,9 @@ LD_LIBRARY_PATH="$lib" "$work/cm/consumer_shared"
 "$work/cm/consumer_static"
 ldd "$work/cm/consumer_static" | grep -q libgostack && { echo "package: static consumer links libgostack.so" >&2; exit 1; }
 export PKG_CONFIG_PATH="$lib/pkgconfig"
+# Consumers get gostack's include path, nothing of its private dependencies'
+# (ck's .pc file hard-codes -D__x86_64__).
+case " $(pkg-config --cflags gostack) " in *" -D"*) echo "package: pkg-config --cflags gostack defines macros: $(pkg-config --cflags gostack)" >&2; exit 1 ;; esac
 cc -o "$work/pc_shared" "$root/tests/package/consumer.c" $(pkg-config --cflags --libs gostack)
 LD_LIBRARY_PATH="$lib" "$work/pc_shared"
 cc -o "$work/pc_static" "$root/tests/package/consumer.c" $(pkg-config --cflags gostack) \

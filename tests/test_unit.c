@@ -535,7 +535,50 @@ TEST(default_allocator)
 	test_check_balance(d, "default_allocator");
 }
 
+/* gostack_good_size is what alloc hands out; gostack_version the library's. */
+TEST(good_size_and_version)
+{
+	gostack_allocator_t *a = test_allocator();
+
+	CHECK_EQ(gostack_version(), GOSTACK_VERSION_NUMBER);
+	CHECK_EQ(gostack_good_size(0), 0);
+	CHECK_EQ(gostack_good_size(GOSTACK_MAX_SIZE + 1), 0);
+	CHECK_EQ(gostack_good_size(GOSTACK_MAX_SIZE), GOSTACK_MAX_SIZE);
+	CHECK_EQ(gostack_good_size(1), GOSTACK_MIN_SIZE);
+	for (size_t n = 1; n <= ((size_t)1 << 21); n = n * 3 / 2 + 1) {
+		gostack_t s = gostack_allocator_alloc(a, n);
+
+		REQUIRE(s.lo != 0);
+		CHECK_EQ(s.hi - s.lo, gostack_good_size(n));
+		gostack_allocator_free(a, (gostack_t){ s.lo, s.lo + gostack_good_size(n) });   /* free by size asked */
+	}
+	gostack_thread_flush();
+	gostack_allocator_reclaim(a);
+	CHECK_EQ(gostack_allocator_delete(a), 0);
+}
+
+/* GOSTACK_BACKEND_DEFAULT is the process default: GOSTACK_BACKEND applies. */
+TEST(default_backend_env)
+{
+	const char *b = getenv("GOSTACK_BACKEND");
+	gostack_config_t cfg;
+	gostack_stats_detail_t d;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.backend = GOSTACK_BACKEND_DEFAULT;
+	gostack_allocator_t *a = gostack_allocator_new(&cfg);
+
+	REQUIRE(a != NULL);
+	gostack_allocator_stats_detail(a, &d);
+	if (b != NULL && strcmp(b, "mutex") == 0)
+		CHECK_EQ(d.backend, GOSTACK_BACKEND_MUTEX);
+	else
+		CHECK_EQ(d.backend, GOSTACK_BACKEND_LOCKFREE);
+	CHECK_EQ(gostack_allocator_delete(a), 0);
+}
+
 TEST_MAIN(T(go_arithmetic), T(api_sizes_and_alignment), T(api_errors), T(stats_script_cached),
     T(refill_release_amounts), T(stats_script_nocache), T(span_carving), T(large_path),
     T(delete_busy), T(thread_exit_returns_caches), T(delete_with_foreign_caches),
-    T(many_allocators), T(few_mappings), T(rss_falls_after_reclaim), T(default_allocator))
+    T(many_allocators), T(few_mappings), T(rss_falls_after_reclaim), T(default_allocator),
+    T(good_size_and_version), T(default_backend_env))
