@@ -113,6 +113,19 @@ struct gostack__lf_list {
 	ck_stack_t stack;
 } __attribute__((aligned(GOSTACK__PAD)));
 
+/* Append e to the private chain *first..*last (for a push of the whole
+ * chain in one CAS, in the order appended). */
+static inline void
+gostack__lf_chain_append(ck_stack_entry_t **first, ck_stack_entry_t **last, ck_stack_entry_t *e)
+{
+	e->next = NULL;
+	if (*last != NULL)
+		(*last)->next = e;
+	else
+		*first = e;
+	*last = e;
+}
+
 /* ---- lfstack.c: every ck_stack call -------------------------------------- */
 
 /* Pop up to n (1..16) entries as a NULL-terminated chain; *got = how many. */

@@ -98,12 +98,7 @@ gostack__lf_large_release(struct gostack__lf_pools *lp, uint64_t now)
 				total += bytes;
 				gostack__span_free(lp->a, s, !all);
 			} else {
-				e->next = NULL;   /* kept in order */
-				if (keep_last != NULL)
-					keep_last->next = e;
-				else
-					keep = e;
-				keep_last = e;
+				gostack__lf_chain_append(&keep, &keep_last, e);   /* kept in order */
 			}
 			e = next;
 		}

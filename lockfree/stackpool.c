@@ -91,7 +91,7 @@ sweep(struct gostack__lf_pools *lp, int order, struct gostack__span **retired, u
 {
 	struct gostack__lf_list *l = &lp->stackpool[order];
 	struct gostack__gclink *x = (struct gostack__gclink *)gostack__lf_drain(&l->stack);
-	struct gostack__gclink *keep = NULL, *keep_last = NULL;
+	ck_stack_entry_t *keep = NULL, *keep_last = NULL;
 	struct gostack__span *touched = NULL;
 	size_t retired_bytes = 0;
 
@@ -112,12 +112,7 @@ sweep(struct gostack__lf_pools *lp, int order, struct gostack__span **retired, u
 		    (idle_pass != 0 && gostack__lf(s)->idle_pass != idle_pass - 1)) {
 			/* kept, in the order drained: the stacks freed last stay on
 			 * top (warm in cache, and what the next pop expects) */
-			x->next = NULL;
-			if (keep_last != NULL)
-				keep_last->next = x;
-			else
-				keep = x;
-			keep_last = x;
+			gostack__lf_chain_append(&keep, &keep_last, (ck_stack_entry_t *)x);
 		}
 		x = nx;
 	}
@@ -143,7 +138,7 @@ sweep(struct gostack__lf_pools *lp, int order, struct gostack__span **retired, u
 		}
 	}
 	if (keep != NULL)
-		gostack__lf_push_chain(&l->stack, (ck_stack_entry_t *)keep, (ck_stack_entry_t *)keep_last);
+		gostack__lf_push_chain(&l->stack, keep, keep_last);
 	size_t left = atomic_fetch_sub_explicit(&lp->carved[order], retired_bytes, memory_order_relaxed) -
 	    retired_bytes;
 
@@ -218,7 +213,7 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 	}
 	s->order = (uint8_t)order;
 	atomic_fetch_add_explicit(&lp->carved[order], gostack__span_stack_bytes(s), memory_order_relaxed);
-	struct gostack__gclink *rest = NULL, *rest_last = NULL;
+	ck_stack_entry_t *rest = NULL, *rest_last = NULL;
 
 	/* Highest stack first, as Go's carving hands them out. */
 	for (uint32_t i = s->nelems; i != 0;) {
@@ -230,16 +225,11 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 			head = x;
 			got++;
 		} else {
-			x->next = NULL;
-			if (rest_last != NULL)
-				rest_last->next = x;
-			else
-				rest = x;
-			rest_last = x;
+			gostack__lf_chain_append(&rest, &rest_last, (ck_stack_entry_t *)x);
 		}
 	}
 	if (rest != NULL)
-		gostack__lf_push_chain(&l->stack, (ck_stack_entry_t *)rest, (ck_stack_entry_t *)rest_last);
+		gostack__lf_push_chain(&l->stack, rest, rest_last);
 	*list = head;
 	return got;
 }
