@@ -14,6 +14,10 @@
 #               -> stress.mutex.nocache must fail
 #   eager-decay the scavenger's lock-free sweep retiring every span it sees,
 #               free or not (a patched copy) -> stress.lockfree.decay must fail
+#   reachable   the lock-free sweep retiring fully free spans but pushing
+#               their stacks back onto the pool (a patched copy): a retired
+#               span's stacks stay reachable after its memory went back to
+#               the heap -> lockfree.reclaim_torture must fail
 # Usage: tests/broken-variants.sh [RUNS]   (default 3 runs per variant)
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -68,4 +72,9 @@ patched eager lockfree/stackpool.c \
 	's|bool free_span = gostack__lf(s)->sweep_count == s->nelems;|bool free_span = gostack__lf(s)->sweep_count == s->nelems \|\| idle_pass != 0; /* BROKEN */|' \
 	"BROKEN" test_stress
 try eager-decay "$work/eager" test_stress --backend lockfree --decay 1 --threads 16
+
+patched reachable lockfree/stackpool.c \
+	's#if (gostack__lf(s)->sweep_count != s->nelems ||#if (1 /* BROKEN */ || gostack__lf(s)->sweep_count != s->nelems ||#' \
+	"BROKEN" test_lockfree
+try reachable "$work/reachable" test_lockfree --backend lockfree --scale 1 reclaim_torture
 exit $status
