@@ -250,6 +250,17 @@ gostack__heap_decay(uint64_t now, uint64_t *next)
 	return n;
 }
 
+uint64_t
+gostack__heap_next_decay(void)
+{
+	uint64_t next;
+
+	pthread_mutex_lock(&heap_lock);
+	next = dirty_units != 0 ? dirty_next : UINT64_MAX;
+	pthread_mutex_unlock(&heap_lock);
+	return next;
+}
+
 size_t
 gostack__heap_dirty(void)
 {

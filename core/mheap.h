@@ -54,6 +54,9 @@ GOSTACK__HIDDEN size_t gostack__heap_scavenge(void);
 /* Dirty units whose decay deadline is <= now back to the OS; *next: the
  * earliest deadline left (UINT64_MAX: none). Returns the bytes. */
 GOSTACK__HIDDEN size_t gostack__heap_decay(uint64_t now, uint64_t *next);
+/* The earliest decay deadline of a dirty unit (a lower bound), or
+ * UINT64_MAX when no dirty unit will ever decay by itself. */
+GOSTACK__HIDDEN uint64_t gostack__heap_next_decay(void);
 /* Bytes of dirty free units (exact). */
 GOSTACK__HIDDEN size_t gostack__heap_dirty(void);
 /* Arenas that hold no span, taken out of the heap and the spanOf table. */

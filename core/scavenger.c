@@ -25,11 +25,20 @@
  * took a span from the heap kicks the scavenger once it holds no lock
  * (gostack__scavenger_poke: the kick may start the thread).
  *
- * Sleeping: with nothing to give back and no memory mapped the thread sleeps
- * until kicked. The kick and the decision to sleep form a Dekker pair on
- * `events` and `state` (both seq_cst): a kick either sees IDLE and signals
- * under the mutex the thread waits with, or the thread sees the new event
- * and does not sleep.
+ * Sleeping: with nothing to give back (no allocator with decay has memory
+ * mapped, no dirty heap unit has a deadline) the thread publishes IDLE,
+ * looks once more (work_left) and only then sleeps until kicked. A kick is
+ * one load of `state` when the thread runs (the free paths kick: nothing
+ * shared is written there). Why no idle memory is missed: memory becomes
+ * idle either in a pool, whose span raised its allocator's mapped with a
+ * seq_cst RMW when it was carved (span.c), or in the heap, under the heap
+ * lock. Against the first, the IDLE store and work_left's reload of mapped
+ * (both seq_cst) form a Dekker pair with that RMW and the kick's later load
+ * of state: either work_left sees mapped != 0 and the thread does not
+ * sleep, or the kick sees IDLE and wakes it. Against the second, work_left
+ * takes the heap lock after the IDLE store: either it sees the dirty unit,
+ * or the free's heap lock came after, so the free's later kick sees IDLE. A
+ * kick that sees IDLE wakes the thread under the mutex it waits with.
  *
  * Fork: the thread does not exist in the child; fork_prepare takes
  * gostack__decay_lock first of all, so no pass is half done, and the child
@@ -47,7 +56,6 @@ pthread_mutex_t gostack__decay_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t scav_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t scav_cv;
 static _Atomic int scav_state;
-static _Atomic uint64_t events;
 
 
 uint64_t
@@ -103,28 +111,46 @@ pass(void)
 	    p > GOSTACK__SCAV_PERIOD_MAX_MS ? GOSTACK__SCAV_PERIOD_MAX_MS : p;
 }
 
+/* After IDLE is published: is there memory to watch after all? (The
+ * second half of the Dekker pairs in the file comment.) No lock held. */
+static bool
+work_left(void)
+{
+	gostack_allocator_t *a;
+	bool busy = false;
+
+	pthread_mutex_lock(&gostack__registry_lock);
+	LIST_FOREACH(a, &gostack__allocators, link)
+		if (a->decay_ms >= 0 && atomic_load_explicit(&a->mapped, memory_order_seq_cst) != 0)
+			busy = true;
+	pthread_mutex_unlock(&gostack__registry_lock);
+	return busy || gostack__heap_next_decay() != UINT64_MAX;
+}
+
 static void *
 scavenger_main(void *arg)
 {
 	(void)arg;
 	for (;;) {
-		/* seq_cst, events and scav_state: the Dekker pair with
-		 * gostack__scavenger_kick() (file comment). */
-		uint64_t seen = atomic_load_explicit(&events, memory_order_seq_cst);
 		long ms = pass();
 
-		pthread_mutex_lock(&scav_mu);
 		if (ms < 0) {
+			/* seq_cst: the Dekker pairs of the file comment. */
 			atomic_store_explicit(&scav_state, SCAV_IDLE, memory_order_seq_cst);
-			if (atomic_load_explicit(&events, memory_order_seq_cst) == seen) {
-				while (atomic_load_explicit(&scav_state, memory_order_relaxed) == SCAV_IDLE)
-					pthread_cond_wait(&scav_cv, &scav_mu);
-			} else {
-				atomic_store_explicit(&scav_state, SCAV_RUNNING, memory_order_relaxed);
+			if (work_left()) {
+				int idle = SCAV_IDLE;   /* (a kick may have set RUNNING already) */
+
+				atomic_compare_exchange_strong_explicit(&scav_state, &idle, SCAV_RUNNING,
+				    memory_order_seq_cst, memory_order_seq_cst);
+				continue;
 			}
+			pthread_mutex_lock(&scav_mu);
+			while (atomic_load_explicit(&scav_state, memory_order_relaxed) == SCAV_IDLE)
+				pthread_cond_wait(&scav_cv, &scav_mu);
 		} else {
 			struct timespec ts;
 
+			pthread_mutex_lock(&scav_mu);
 			clock_gettime(CLOCK_MONOTONIC, &ts);
 			ts.tv_sec += ms / 1000;
 			ts.tv_nsec += (ms % 1000) * 1000000L;
@@ -174,9 +200,8 @@ start_locked(void)
 void
 gostack__scavenger_kick(void)
 {
-	/* seq_cst: the Dekker pair with scavenger_main()'s store of IDLE and
-	 * reload of events; start_locked()'s stores pair with the load below. */
-	atomic_fetch_add_explicit(&events, 1, memory_order_seq_cst);
+	/* seq_cst: the Dekker pairs with scavenger_main()'s IDLE store and
+	 * work_left() (file comment); a plain load on x86, no shared write. */
 	int st = atomic_load_explicit(&scav_state, memory_order_seq_cst);
 
 	if (st == SCAV_RUNNING || st == SCAV_FAILED)

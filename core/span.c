@@ -24,9 +24,10 @@ gostack__span_alloc(gostack_allocator_t *a, uint8_t state, size_t elemsize)
 	s = gostack__heap_alloc(&g, state, elemsize, a);
 	if (s == NULL)
 		return NULL;
-	/* Relaxed: mapped is a statistic; its readers hold no expectation on
-	 * other memory (stats balance when no operation runs). */
-	atomic_fetch_add_explicit(&a->mapped, gostack__span_stack_bytes(s), memory_order_relaxed);
+	/* seq_cst: pairs with the scavenger's seq_cst reload of mapped after it
+	 * published IDLE (scavenger.c, "Sleeping"): either it sees this span,
+	 * or this thread's later kick sees IDLE. (Rare: once per span.) */
+	atomic_fetch_add_explicit(&a->mapped, gostack__span_stack_bytes(s), memory_order_seq_cst);
 	return s;
 }
 
