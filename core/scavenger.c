@@ -22,8 +22,8 @@
  * The alloc and free paths do nothing for this: no clock read, no counter
  * (a stackLarge free clears one word of span metadata). A span going back to
  * the heap is stamped with CLOCK_MONOTONIC_COARSE (vDSO), and a thread that
- * took a span from the heap kicks the scavenger once it holds no lock
- * (gostack__scavenger_poke: the kick may start the thread).
+ * made memory idle kicks the scavenger once it holds no lock
+ * (gostack__scavenger_note / _poke: the kick may start the thread).
  *
  * Sleeping: with nothing to give back (no allocator with decay has memory
  * mapped, no dirty heap unit has a deadline) the thread publishes IDLE,

@@ -146,6 +146,15 @@ struct gostack__span {
 	_Alignas(16) unsigned char pool[GOSTACK__SPAN_POOL_BYTES];
 };
 
+/* The span whose pool area starts at area (a backend's view of it back to
+ * the span; area == NULL gives NULL). */
+static inline struct gostack__span *
+gostack__span_of_pool(void *area)
+{
+	return area == NULL ? NULL :
+	    (struct gostack__span *)(void *)((char *)area - offsetof(struct gostack__span, pool));
+}
+
 /* lo of stack i of span s. */
 static inline uintptr_t
 gostack__span_stack(const struct gostack__span *s, uint32_t i)

@@ -99,8 +99,7 @@ gostack__lf(struct gostack__span *s)
 static inline struct gostack__span *
 gostack__lf_span_of_entry(ck_stack_entry_t *e)
 {
-	return (struct gostack__span *)(void *)((char *)e - offsetof(struct gostack__lf_span, entry) -
-	    offsetof(struct gostack__span, pool));
+	return gostack__span_of_pool((char *)e - offsetof(struct gostack__lf_span, entry));
 }
 
 /*

@@ -48,7 +48,7 @@ gostack__ms(struct gostack__span *s)
 static inline struct gostack__span *
 gostack__ms_span(struct gostack__mutex_span *m)
 {
-	return m == NULL ? NULL : (struct gostack__span *)(void *)((char *)m - offsetof(struct gostack__span, pool));
+	return gostack__span_of_pool(m);   /* m is the pool area's first member */
 }
 
 /* The first span on l, or NULL; the span after s on its list, or NULL. */
