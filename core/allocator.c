@@ -15,6 +15,7 @@
 
 #include "mheap.h"
 #include "pools.h"
+#include "tools.h"
 
 struct gostack__allocator_list gostack__allocators = LIST_HEAD_INITIALIZER(gostack__allocators);
 static uint32_t slots_used;                         /* registry lock: bitmap */
@@ -108,7 +109,8 @@ gostack_allocator_new(const gostack_config_t *cfg)
 		memset(&def, 0, sizeof def);
 		cfg = &def;
 	}
-	if (cfg->guard_size > GOSTACK_MAX_SIZE) {
+	if (cfg->guard_size > GOSTACK_MAX_SIZE ||
+	    (cfg->name != NULL && strnlen(cfg->name, GOSTACK_NAME_MAX + 1) > GOSTACK_NAME_MAX)) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -117,14 +119,17 @@ gostack_allocator_new(const gostack_config_t *cfg)
 	if ((a = gostack__meta_alloc(sizeof *a)) == NULL)
 		return NULL;
 	a->no_cache = cfg->no_cache;
+	if (cfg->name != NULL)
+		memcpy(a->name, cfg->name, strlen(cfg->name) + 1);
 	a->debug = cfg->debug || gostack__opt(GOSTACK__OPT_DEBUG) != 0;
 	if (cfg->guard_size != 0) {
 		a->page = gostack__os_page();
 		a->guard = (cfg->guard_size + a->page - 1) & ~(a->page - 1);
 	}
 	a->decay_ms = cfg->decay_ms == 0 ? GOSTACK__DECAY_DEFAULT_MS : cfg->decay_ms < 0 ? -1 : cfg->decay_ms;
-	/* The inline paths assume Go's layout: packed, naturally aligned stacks. */
-	a->fast = !a->no_cache && !a->debug && a->guard == 0;
+	/* The inline paths assume Go's layout: packed, naturally aligned stacks;
+	 * under Valgrind every operation takes the slow paths (tools.h). */
+	a->fast = !a->no_cache && !a->debug && a->guard == 0 && !gostack__tool_slow_only();
 	a->ops = ops;
 	a->backend = ops->kind;
 	if ((a->pools = ops->create(a)) == NULL) {
@@ -149,13 +154,17 @@ gostack_allocator_new(const gostack_config_t *cfg)
 	return a;
 }
 
+GOSTACK__DEFAULT_VERSION(gostack_allocator_new, "GOSTACK_0.2");
+
 size_t
 gostack_allocator_reclaim(gostack_allocator_t *a)
 {
 	size_t bytes;
 
-	if (a == NULL)
+	if (a == NULL) {
+		errno = EINVAL;
 		return 0;
+	}
 	if (a->debug) {
 		struct gostack__tcache *t = gostack__tls.slot[a->slot];
 
@@ -165,9 +174,16 @@ gostack_allocator_reclaim(gostack_allocator_t *a)
 			a->ops->check(a->pools);
 	}
 	pthread_mutex_lock(&gostack__decay_lock);
-	bytes = a->ops->release(a->pools, GOSTACK__RELEASE_ALL, true);
-	gostack__release_arenas();
-	gostack__heap_scavenge();
+	/* The pools give their free spans to the heap (dirty: the heap's
+	 * retain bound may scavenge on the way); then the arenas left empty
+	 * are unmapped and the rest of the dirty memory goes by madvise. What
+	 * this thread's heap calls gave back is the answer. */
+	uint64_t before = gostack__heap_released_here();
+
+	(void)a->ops->release(a->pools, GOSTACK__RELEASE_ALL, true);
+	(void)gostack__release_arenas();
+	(void)gostack__heap_scavenge();
+	bytes = (size_t)(gostack__heap_released_here() - before);
 	pthread_mutex_unlock(&gostack__decay_lock);
 	return bytes;
 }
@@ -178,14 +194,17 @@ gostack_allocator_delete(gostack_allocator_t *a)
 	struct gostack__tstat sum;
 	size_t cached[GOSTACK_NUM_ORDERS];
 
-	if (a == NULL || a->is_default)
+	if (a == NULL || a->is_default) {
+		errno = EINVAL;
 		return EINVAL;
+	}
 	pthread_mutex_lock(&gostack__decay_lock);
 	pthread_mutex_lock(&gostack__registry_lock);
 	gostack__sum_stats(a, &sum, cached);
 	if (gostack__inuse_of(&sum) != 0) {
 		pthread_mutex_unlock(&gostack__registry_lock);
 		pthread_mutex_unlock(&gostack__decay_lock);
+		errno = EBUSY;
 		return EBUSY;
 	}
 	/* Every thread's cache of a: the owners cannot be using a any more. */

@@ -165,11 +165,15 @@ enum { GOSTACK__TLS_FRESH = 0, GOSTACK__TLS_LIVE, GOSTACK__TLS_EXITING };
 /* Per-thread state, initial-exec TLS: no __tls_get_addr on the fast path.
  * slot[GOSTACK__SLOTS] is always NULL: the slot of cacheless allocators.
  * kick: this thread made memory of an allocator with decay idle and has not
- * kicked the scavenger yet (gostack__scavenger_note / _poke). */
+ * kicked the scavenger yet (gostack__scavenger_note / _poke).
+ * deferred: gostack_allocator_free_deferred left stacks to free (their list
+ * is in stack.c's own TLS, out of this initial-exec block, which a dlopen'd
+ * library must keep small). */
 struct gostack__tls {
 	struct gostack__tcache *slot[GOSTACK__SLOTS + 1];
 	int state;
 	bool kick;
+	bool deferred;   /* stack.c: this thread has deferred frees waiting */
 };
 extern __thread struct gostack__tls gostack__tls
     __attribute__((tls_model("initial-exec"))) GOSTACK__HIDDEN;
@@ -181,6 +185,9 @@ extern pthread_mutex_t gostack__registry_lock GOSTACK__HIDDEN;
 /* The calling thread's cache for a, created on first use; NULL when a has no
  * slot, the thread is exiting, or memory ran out (then: no cache). */
 GOSTACK__HIDDEN struct gostack__tcache *gostack__tcache_slow(gostack_allocator_t *a);
+/* Registers the thread-exit hook (pthread key) once; false if the thread is
+ * exiting or the key cannot be set. */
+GOSTACK__HIDDEN bool gostack__tls_register(void);
 GOSTACK__HIDDEN bool gostack__stackcacherefill(struct gostack__tcache *t, int order);
 GOSTACK__HIDDEN void gostack__stackcacherelease(struct gostack__tcache *t, int order);
 GOSTACK__HIDDEN void gostack__stackcache_clear(struct gostack__tcache *t);
@@ -238,6 +245,17 @@ gostack__scavenger_poke(void)
 		gostack__scavenger_kick();
 	}
 }
+/* Deferred frees (stack.c): the ones whose stack the thread is not running
+ * on are done; called where that may have changed (slow paths, flush,
+ * thread exit), with no gostack lock held. */
+GOSTACK__HIDDEN void gostack__deferred_run(void);
+static inline void
+gostack__deferred_poke(void)
+{
+	if (__builtin_expect(gostack__tls.deferred, 0))
+		gostack__deferred_run();
+}
+
 /* Held by the scavenger for a whole pass, and by stats, reclaim and delete,
  * so that they never see a pass half done. Lock order: first of all. */
 GOSTACK__HIDDEN extern pthread_mutex_t gostack__decay_lock;
@@ -262,9 +280,11 @@ struct gostack_allocator {
 	int slot;                    /* index into gostack__tls.slot */
 	bool no_cache;
 	bool debug;                  /* GOSTACK_DEBUG / config.debug: debug.c's checks */
-	bool fast;                   /* !no_cache && !debug: the inline cached path applies */
+	bool fast;                   /* !no_cache && !debug && !guard, not under Valgrind: the
+	                                inline cached paths apply */
 	bool is_default;
 	gostack_backend_t backend;
+	char name[GOSTACK_NAME_MAX + 1];   /* config.name, "" if none */
 	size_t guard;                /* guard bytes below each stack, page-rounded; 0: none */
 	size_t page;                 /* OS page size when guard != 0 */
 	int decay_ms;                /* > 0, or -1: never */
@@ -317,6 +337,16 @@ gostack__tcache_mine(const gostack_allocator_t *a)
 	return t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) == a->id ? t : NULL;
 }
 
+
+/* The newest (default) symbol version of a function whose struct grew
+ * (cmake/gostack.map, core/abi.c): put after the function's definition.
+ * Shared library only: `remove` leaves no unversioned alias, so the version
+ * script cannot give the name a second version. */
+#if defined(GOSTACK_SHARED)
+#define GOSTACK__DEFAULT_VERSION(name, node) __asm__(".symver " #name ", " #name "@@" node ", remove")
+#else
+#define GOSTACK__DEFAULT_VERSION(name, node) _Static_assert(1, "static builds carry no versions")
+#endif
 
 /* ---- stats.c ----------------------------------------------------------- */
 

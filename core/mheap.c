@@ -55,6 +55,13 @@ static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct gostack__arena *arenas;   /* heap lock */
 static size_t reserved;                 /* heap lock: bytes in arenas */
 static size_t dirty_units;              /* heap lock: dirty bits set, all arenas */
+/* Stack memory given back to the OS since start (dirty units scavenged, or
+ * unmapped with their arena): written under the heap lock, read by stats
+ * without it (relaxed: a counter, nothing is published through it). */
+static _Atomic uint64_t released_bytes;
+/* The same, by this thread's calls: what gostack_allocator_reclaim tells its
+ * caller (the heap's retain bound may scavenge in the middle of it). */
+static __thread uint64_t released_here;
 static uint64_t dirty_next = UINT64_MAX;/* heap lock: <= the earliest decay_at of a dirty unit */
 _Atomic(struct gostack__span *) *_Atomic gostack__arena_table;
 
@@ -223,6 +230,9 @@ scavenge_locked(uint64_t until)
 			gostack__os_decommit((void *)(ar->base + (run << GOSTACK__SPAN_SHIFT)),
 			    run_len << GOSTACK__SPAN_SHIFT);
 	}
+	atomic_store_explicit(&released_bytes, atomic_load_explicit(&released_bytes, memory_order_relaxed) + n,
+	    memory_order_relaxed);
+	released_here += n;
 	return n;
 }
 
@@ -435,12 +445,14 @@ gostack__heap_free(struct gostack__span *s, uint64_t decay_at)
 }
 
 struct gostack__arena *
-gostack__heap_detach_empty(void)
+gostack__heap_detach_empty(size_t *dirty_bytes)
 {
 	struct gostack__arena *dead = NULL, **pp;
+	size_t dirty_before;
 	_Atomic(struct gostack__span *) *t = atomic_load_explicit(&gostack__arena_table, memory_order_relaxed);
 
 	pthread_mutex_lock(&heap_lock);
+	dirty_before = dirty_units;
 	for (pp = &arenas; *pp != NULL;) {
 		struct gostack__arena *ar = *pp;
 
@@ -459,23 +471,39 @@ gostack__heap_detach_empty(void)
 		ar->next = dead;
 		dead = ar;
 	}
+	/* The dirty units of detached arenas go back with their munmap. */
+	*dirty_bytes = (dirty_before - dirty_units) << GOSTACK__SPAN_SHIFT;
+	atomic_store_explicit(&released_bytes,
+	    atomic_load_explicit(&released_bytes, memory_order_relaxed) + *dirty_bytes, memory_order_relaxed);
+	released_here += *dirty_bytes;
 	pthread_mutex_unlock(&heap_lock);
 	return dead;
 }
 
-size_t
+void
 gostack__heap_unmap(struct gostack__arena *dead)
 {
-	size_t bytes = 0;
-
 	while (dead != NULL) {
 		struct gostack__arena *ar = dead;
 
 		dead = ar->next;
-		bytes += ar->size;
 		gostack__os_unmap(ar, ar->size);
 	}
-	return bytes;
+}
+
+uint64_t
+gostack__heap_released_here(void)
+{
+	return released_here;
+}
+
+void
+gostack__heap_totals(size_t *reserved_out, uint64_t *released_out)
+{
+	pthread_mutex_lock(&heap_lock);
+	*reserved_out = reserved;
+	pthread_mutex_unlock(&heap_lock);
+	*released_out = atomic_load_explicit(&released_bytes, memory_order_relaxed);
 }
 
 void gostack__heap_fork_prepare(void) { pthread_mutex_lock(&heap_lock); }

@@ -59,10 +59,15 @@ GOSTACK__HIDDEN size_t gostack__heap_decay(uint64_t now, uint64_t *next);
 GOSTACK__HIDDEN uint64_t gostack__heap_next_decay(void);
 /* Bytes of dirty free units (exact). */
 GOSTACK__HIDDEN size_t gostack__heap_dirty(void);
-/* Arenas that hold no span, taken out of the heap and the spanOf table. */
-GOSTACK__HIDDEN struct gostack__arena *gostack__heap_detach_empty(void);
-/* Unmap detached arenas (once nobody can read their metadata); bytes. */
-GOSTACK__HIDDEN size_t gostack__heap_unmap(struct gostack__arena *list);
+/* Arenas that hold no span, taken out of the heap and the spanOf table;
+ * *dirty_bytes: their dirty units' bytes (given back by the unmap). */
+GOSTACK__HIDDEN struct gostack__arena *gostack__heap_detach_empty(size_t *dirty_bytes);
+/* Unmap detached arenas (once nobody can read their metadata). */
+GOSTACK__HIDDEN void gostack__heap_unmap(struct gostack__arena *list);
+/* Address space in arenas now; stack memory given back to the OS so far. */
+GOSTACK__HIDDEN void gostack__heap_totals(size_t *reserved, uint64_t *released);
+/* Stack memory the calling thread's heap calls gave back so far. */
+GOSTACK__HIDDEN uint64_t gostack__heap_released_here(void);
 GOSTACK__HIDDEN void gostack__heap_fork_prepare(void);
 GOSTACK__HIDDEN void gostack__heap_fork_parent(void);
 

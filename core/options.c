@@ -50,6 +50,8 @@ const struct gostack__tunable_row gostack__tunable_table[] = {
 	    "the scavenger's shortest period (ms)" },
 	{ "GOSTACK__SCAV_PERIOD_MAX_MS", GOSTACK__SCAV_PERIOD_MAX_MS, "1000",
 	    "the scavenger's longest period (ms)" },
+	{ "GOSTACK__SCAV_EXIT_WAIT_MS", GOSTACK__SCAV_EXIT_WAIT_MS, "1000",
+	    "at exit, the longest wait for the scavenger thread to be joined (ms)" },
 };
 const int gostack__tunable_count = (int)(sizeof gostack__tunable_table / sizeof gostack__tunable_table[0]);
 

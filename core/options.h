@@ -31,6 +31,9 @@
 /* The scavenger's period bounds: a pass every max(MIN, min(MAX, decay / 2)). */
 #define GOSTACK__SCAV_PERIOD_MIN_MS 10
 #define GOSTACK__SCAV_PERIOD_MAX_MS 1000
+/* At exit, how long the destructor waits for the scavenger to finish a pass
+ * and be joined. */
+#define GOSTACK__SCAV_EXIT_WAIT_MS 1000
 
 /* ---- environment variables ---------------------------------------------- */
 

@@ -78,7 +78,8 @@ gostack__backends_quiesce(void)
 size_t
 gostack__release_arenas(void)
 {
-	struct gostack__arena *dead = gostack__heap_detach_empty();
+	size_t dirty;
+	struct gostack__arena *dead = gostack__heap_detach_empty(&dirty);
 
 	if (dead == NULL)
 		return 0;
@@ -87,5 +88,6 @@ gostack__release_arenas(void)
 	 * every such reader is done. No reader can reach them anew: they hold
 	 * no span, so no pool holds a node in them. */
 	gostack__backends_quiesce();
-	return gostack__heap_unmap(dead);
+	gostack__heap_unmap(dead);
+	return dirty;
 }

@@ -113,7 +113,9 @@ GOSTACK__HIDDEN void gostack__backends_fork_parent(void);
 GOSTACK__HIDDEN void gostack__backends_fork_child(void);
 GOSTACK__HIDDEN void gostack__backends_quiesce(void);
 /* Detach the heap's empty arenas, wait until no backend can read them,
- * unmap them; decay lock held. Returns the bytes unmapped. */
+ * unmap them; decay lock held. Returns the bytes of stack memory that went
+ * back with them (their dirty units; the rest was never or no longer
+ * committed). */
 GOSTACK__HIDDEN size_t gostack__release_arenas(void);
 
 #endif /* GOSTACK_POOLS_H */

@@ -43,6 +43,14 @@
  * Fork: the thread does not exist in the child; fork_prepare takes
  * gostack__decay_lock first of all, so no pass is half done, and the child
  * starts a new thread on its next kick. The thread blocks every signal.
+ *
+ * Exit: a destructor stops the thread and joins it (waiting at most
+ * GOSTACK__SCAV_EXIT_WAIT_MS for a pass to end), so that no gostack thread
+ * outlives main's return or exit() (its TLS would show as "possibly lost"
+ * under valgrind --leak-check=full, and it would run while libraries are
+ * torn down). After that nothing starts it again: idle memory goes back
+ * only through reclaim. The library is never unmapped before exit (-z
+ * nodelete), so the destructor runs once, at exit.
  */
 #include <signal.h>
 #include <time.h>
@@ -50,12 +58,13 @@
 #include "mheap.h"
 #include "pools.h"
 
-enum { SCAV_NONE, SCAV_RUNNING, SCAV_IDLE, SCAV_FAILED };
+enum { SCAV_NONE, SCAV_RUNNING, SCAV_IDLE, SCAV_FAILED, SCAV_STOPPED };
 
 pthread_mutex_t gostack__decay_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t scav_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t scav_cv;
 static _Atomic int scav_state;
+static pthread_t scav_tid;              /* scav_mu: valid in RUNNING and IDLE */
 
 
 uint64_t
@@ -132,6 +141,11 @@ scavenger_main(void *arg)
 {
 	(void)arg;
 	for (;;) {
+		/* Relaxed: STOPPED is stored under scav_mu, which this thread
+		 * took and released since (the waits below), or is seen late by
+		 * one pass at most. */
+		if (atomic_load_explicit(&scav_state, memory_order_relaxed) == SCAV_STOPPED)
+			return NULL;
 		long ms = pass();
 
 		if (ms < 0) {
@@ -179,13 +193,14 @@ start_locked(void)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&scav_cv, &ca);
 	pthread_condattr_destroy(&ca);
-	pthread_attr_init(&at);
-	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	pthread_attr_init(&at);   /* joinable: joined at exit */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);   /* the thread inherits it */
 	err = pthread_create(&tid, &at, scavenger_main, NULL);
-	if (err == 0)
+	if (err == 0) {
+		scav_tid = tid;
 		(void)pthread_setname_np(tid, "gostack-scav");   /* what top and gdb show */
+	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&at);
 	if (err != 0) {
@@ -204,7 +219,7 @@ gostack__scavenger_kick(void)
 	 * work_left() (file comment); a plain load on x86, no shared write. */
 	int st = atomic_load_explicit(&scav_state, memory_order_seq_cst);
 
-	if (st == SCAV_RUNNING || st == SCAV_FAILED)
+	if (st == SCAV_RUNNING || st == SCAV_FAILED || st == SCAV_STOPPED)
 		return;
 	pthread_mutex_lock(&scav_mu);
 	st = atomic_load_explicit(&scav_state, memory_order_relaxed);
@@ -225,8 +240,39 @@ void
 gostack__scavenger_fork_child(void)
 {
 	/* The thread did not survive: the next kick starts one (with a new
-	 * condition variable). A failed start stays failed. */
-	if (atomic_load_explicit(&scav_state, memory_order_relaxed) != SCAV_FAILED)
+	 * condition variable). A failed start stays failed, a stop stopped. */
+	int st = atomic_load_explicit(&scav_state, memory_order_relaxed);
+
+	if (st != SCAV_FAILED && st != SCAV_STOPPED)
 		atomic_store_explicit(&scav_state, SCAV_NONE, memory_order_relaxed);
 	pthread_mutex_unlock(&scav_mu);
+}
+
+/* At exit (file comment): stop the thread, wake it, join it. */
+__attribute__((destructor)) static void
+scavenger_at_exit(void)
+{
+	struct timespec ts;
+	int st;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += GOSTACK__SCAV_EXIT_WAIT_MS / 1000;
+	ts.tv_nsec += (GOSTACK__SCAV_EXIT_WAIT_MS % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	/* Timed: exit() called where this thread holds scav_mu (a signal
+	 * handler interrupting a kick) must not hang; the thread stays. */
+	if (pthread_mutex_timedlock(&scav_mu, &ts) != 0)
+		return;
+	st = atomic_load_explicit(&scav_state, memory_order_relaxed);
+	/* seq_cst: a kick's first load that sees STOPPED returns at once; one
+	 * that saw RUNNING or IDLE earlier takes scav_mu and sees it there. */
+	atomic_store_explicit(&scav_state, SCAV_STOPPED, memory_order_seq_cst);
+	if (st == SCAV_RUNNING || st == SCAV_IDLE)
+		pthread_cond_signal(&scav_cv);
+	pthread_mutex_unlock(&scav_mu);
+	if (st == SCAV_RUNNING || st == SCAV_IDLE)
+		(void)pthread_timedjoin_np(scav_tid, NULL, &ts);
 }

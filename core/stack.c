@@ -7,6 +7,9 @@
  * cache to or from the global pool). Go's stackNoCache, a thread without a
  * cache slot or an exiting thread go to the global pool directly.
  * Large stacks (>= 32 KiB): stackLarge, then the heap.
+ * Last, the ways in for libraries that cannot call free with {lo, hi} on
+ * their own stack: free by lo alone, malloc-style callbacks, and the free
+ * deferred until the thread has left the stack.
  */
 #include "mheap.h"
 #include "pools.h"
@@ -56,7 +59,11 @@ gostack_version(void)
 size_t
 gostack_good_size(size_t size)
 {
-	return size - 1 >= GOSTACK_MAX_SIZE ? 0 : gostack__round2(size);   /* 0 wraps */
+	if (size - 1 >= GOSTACK_MAX_SIZE) {   /* 0 wraps */
+		errno = EINVAL;
+		return 0;
+	}
+	return gostack__round2(size);
 }
 
 static _Noreturn __attribute__((cold, noinline)) void
@@ -170,6 +177,7 @@ stackalloc_any(gostack_allocator_t *a, size_t size)
 static __attribute__((noinline)) gostack_t
 stackalloc_slow(gostack_allocator_t *a, size_t size)
 {
+	gostack__deferred_poke();
 	gostack_t r = stackalloc_any(a, size);
 
 	if (r.lo != 0)
@@ -200,7 +208,7 @@ gostack_allocator_alloc(gostack_allocator_t *a, size_t size)
 				atomic_store_explicit(&c->size,
 				    atomic_load_explicit(&c->size, memory_order_relaxed) - n, memory_order_relaxed);
 				gostack__count(&t->st.allocs[order], 1);
-				gostack__tool_alloc(hi - n, n);
+				gostack__tool_alloc_fast(hi - n, n);
 				return (gostack_t){ hi - n, hi };
 			}
 		}
@@ -347,7 +355,7 @@ gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
 				if (gostack__likely(have < GOSTACK_CACHE_SIZE)) {
 					struct gostack__gclink *x = (struct gostack__gclink *)(hi - GOSTACK__LINK_SIZE);
 
-					gostack__tool_free(lo, n);   /* before the link is written */
+					gostack__tool_free_fast(lo, n);   /* before the link is written */
 					mark_free(x, lo, hi);
 					x->next = c->list;
 					c->list = x;
@@ -358,5 +366,132 @@ gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
 			}
 		}
 	}
+	gostack__deferred_poke();
 	stackfree_slow(a, lo, hi);
+}
+
+/* ---- frees by lo alone, and frees that wait ------------------------------ */
+
+/* The stack whose lo is lo, its size from the span (never the stack), or a
+ * throw: for frees that know only lo. */
+static gostack_t
+stack_at(uintptr_t lo)
+{
+	struct gostack__span *s = gostack__span_of_inline(lo);
+	uint8_t state = s != NULL ? atomic_load_explicit(&s->state, memory_order_relaxed) : GOSTACK__SPAN_NONE;
+
+	if (gostack__unlikely(state != GOSTACK__SPAN_POOL && state != GOSTACK__SPAN_LARGE))
+		bad_free(lo, lo, s == NULL ? "not memory gostack allocated (heap, C stack or foreign)" :
+		    "not the lo of a stack handed out by gostack");
+	return (gostack_t){ lo, lo + atomic_load_explicit(&s->elemsize, memory_order_relaxed) };
+}
+
+void
+gostack_allocator_free_lo(gostack_allocator_t *a, uintptr_t lo)
+{
+	if (lo == 0)
+		return;   /* as free(NULL), and as freeing {0, 0} */
+	gostack_allocator_free(a, stack_at(lo));
+}
+
+void
+gostack_free_lo(uintptr_t lo)
+{
+	if (lo == 0)
+		return;
+	gostack_allocator_free(gostack_default_allocator(), stack_at(lo));
+}
+
+void *
+gostack_cb_alloc(size_t size, void *allocator_data)
+{
+	gostack_allocator_t *a = allocator_data != NULL ? allocator_data : gostack_default_allocator();
+
+	if (a == NULL)
+		return NULL;   /* errno: ENOMEM */
+	return (void *)gostack_allocator_alloc(a, size).lo;
+}
+
+void
+gostack_cb_dealloc(void *ptr, size_t size, void *allocator_data)
+{
+	gostack_allocator_t *a = allocator_data != NULL ? allocator_data : gostack_default_allocator();
+
+	(void)size;   /* the size asked for, not the stack's: recovered from lo */
+	gostack_allocator_free_lo(a, (uintptr_t)ptr);
+}
+
+/*
+ * Deferred frees. A stack is freed as soon as the thread's current frame is
+ * not inside it: a library that defers the stack it runs on calls gostack
+ * again only after it switched away (to its scheduler or the next
+ * coroutine), and one that defers a stack it is not on gets it freed at
+ * once. Since a thread runs on one stack at a time, at most one deferred
+ * free ever waits per thread: the slot below, in this thread's own TLS
+ * (default TLS model: only slow paths look at it, after the initial-exec
+ * flag gostack__tls.deferred said it is full). Only the thread touches it.
+ */
+static __thread struct {
+	gostack_allocator_t *a;
+	uintptr_t lo, hi;
+} deferred;
+
+static inline bool
+running_on(uintptr_t lo, uintptr_t hi)
+{
+	uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+
+	return sp >= lo && sp < hi;
+}
+
+void
+gostack__deferred_run(void)
+{
+	if (deferred.lo == 0 || running_on(deferred.lo, deferred.hi))
+		return;
+	gostack_allocator_t *a = deferred.a;
+	uintptr_t lo = deferred.lo, hi = deferred.hi;
+
+	deferred.lo = deferred.hi = 0;   /* emptied first: the free may come back here */
+	gostack__tls.deferred = false;
+	gostack_allocator_free(a, (gostack_t){ lo, hi });
+}
+
+void
+gostack_allocator_free_deferred(gostack_allocator_t *a, gostack_t stk)
+{
+	uintptr_t lo = stk.lo, hi = stk.hi;
+
+	if (lo == 0 && hi == 0)
+		return;
+	if (gostack__unlikely(a == NULL))
+		bad_free(lo, hi, "NULL allocator");
+	gostack__deferred_run();   /* the one waiting, if this thread left it */
+	if (!running_on(lo, hi)) {
+		gostack_allocator_free(a, (gostack_t){ lo, hi });
+		return;
+	}
+	/* Every check of a free, now, where the caller can be named. */
+	struct gostack__span *s = check_free(a, lo, hi);
+
+	if (gostack__is_small(hi - lo) ? gostack__link_of(lo, hi - lo)->mark == gostack__free_key :
+	    atomic_load_explicit(&s->large_free, memory_order_relaxed) != 0)
+		double_free(lo, hi);
+	if (deferred.lo == lo)
+		double_free(lo, hi);
+	if (deferred.lo != 0)   /* running on both: they overlap, so one is not a stack */
+		bad_free(lo, hi, "deferred while another deferred stack holds this frame");
+	(void)gostack__tls_register();   /* so that thread exit frees it */
+	deferred.a = a;
+	deferred.lo = lo;
+	deferred.hi = hi;
+	gostack__tls.deferred = true;
+}
+
+void
+gostack_free_deferred(gostack_t stk)
+{
+	if (stk.lo == 0 && stk.hi == 0)
+		return;
+	gostack_allocator_free_deferred(gostack_default_allocator(), stk);
 }

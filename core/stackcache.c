@@ -125,6 +125,7 @@ tls_destructor(void *arg)
 {
 	struct gostack__tls *tls = arg;
 
+	gostack__deferred_run();   /* into the caches, before they go */
 	tls->state = GOSTACK__TLS_EXITING;
 	pthread_mutex_lock(&gostack__registry_lock);
 	for (int i = 0; i < GOSTACK__SLOTS; i++) {
@@ -148,19 +149,27 @@ gostack__tls_key_init(void)
 		gostack__throw("pthread_key_create failed");
 }
 
+bool
+gostack__tls_register(void)
+{
+	struct gostack__tls *tls = &gostack__tls;
+
+	if (tls->state == GOSTACK__TLS_FRESH) {
+		if (pthread_setspecific(tls_key, tls) != 0)
+			return false;
+		tls->state = GOSTACK__TLS_LIVE;
+	}
+	return tls->state == GOSTACK__TLS_LIVE;
+}
+
 struct gostack__tcache *
 gostack__tcache_slow(gostack_allocator_t *a)
 {
 	struct gostack__tls *tls = &gostack__tls;
 	struct gostack__tcache *t;
 
-	if (a->slot >= GOSTACK__SLOTS || tls->state == GOSTACK__TLS_EXITING)
+	if (a->slot >= GOSTACK__SLOTS || !gostack__tls_register())
 		return NULL;
-	if (tls->state == GOSTACK__TLS_FRESH) {
-		if (pthread_setspecific(tls_key, tls) != 0)
-			return NULL;
-		tls->state = GOSTACK__TLS_LIVE;
-	}
 	pthread_mutex_lock(&gostack__registry_lock);
 	t = tls->slot[a->slot];
 	if (t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) == a->id) {
@@ -191,6 +200,7 @@ gostack_thread_flush(void)
 {
 	struct gostack__tls *tls = &gostack__tls;
 
+	gostack__deferred_run();
 	pthread_mutex_lock(&gostack__registry_lock);
 	for (int i = 0; i < GOSTACK__SLOTS; i++) {
 		struct gostack__tcache *t = tls->slot[i];

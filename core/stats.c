@@ -91,7 +91,11 @@ gostack_allocator_stats_detail(gostack_allocator_t *a, gostack_stats_detail_t *o
 	out->no_cache = a->no_cache;
 	out->guard_size = a->guard;
 	out->decay_ms = a->decay_ms;
+	out->name = a->name;
+	gostack__heap_totals(&out->heap_reserved_bytes, &out->heap_released_bytes);
 }
+
+GOSTACK__DEFAULT_VERSION(gostack_allocator_stats_detail, "GOSTACK_0.2");
 
 void
 gostack_allocator_stats(gostack_allocator_t *a, gostack_stats_t *out)
@@ -134,12 +138,14 @@ gostack_allocator_stats_print(gostack_allocator_t *a, int fd)
 	}
 	gostack_allocator_stats_detail(a, &d);
 	n = snprintf(buf, sizeof buf,
-	    "gostack: allocator %p (%s%s, guard %zu, decay %d ms%s): allocs=%llu frees=%llu "
-	    "inuse_bytes=%zu cached_bytes=%zu pooled_bytes=%zu mapped_bytes=%zu heap_dirty_bytes=%zu\n",
-	    (void *)a, d.backend == GOSTACK_BACKEND_MUTEX ? "mutex" : "lockfree", d.no_cache ? ", no cache" : "",
+	    "gostack: allocator %p%s%s (%s%s, guard %zu, decay %d ms%s): allocs=%llu frees=%llu "
+	    "inuse_bytes=%zu cached_bytes=%zu pooled_bytes=%zu mapped_bytes=%zu heap_dirty_bytes=%zu "
+	    "heap_reserved_bytes=%zu heap_released_bytes=%llu\n",
+	    (void *)a, d.name[0] != 0 ? " " : "", d.name, d.backend == GOSTACK_BACKEND_MUTEX ? "mutex" : "lockfree", d.no_cache ? ", no cache" : "",
 	    d.guard_size, d.decay_ms, a->is_default ? ", default" : "", (unsigned long long)d.total.allocs,
 	    (unsigned long long)d.total.frees, d.total.inuse_bytes, d.total.cached_bytes, d.total.pooled_bytes,
-	    d.total.mapped_bytes, d.heap_dirty_bytes);
+	    d.total.mapped_bytes, d.heap_dirty_bytes, d.heap_reserved_bytes,
+	    (unsigned long long)d.heap_released_bytes);
 	for (int i = 0; i <= GOSTACK_NUM_ORDERS && n > 0 && (size_t)n < sizeof buf; i++) {
 		const gostack_class_stats_t *c = i < GOSTACK_NUM_ORDERS ? &d.order[i] : &d.large;
 		char name[32];

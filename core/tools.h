@@ -25,16 +25,23 @@
  * 129 KiB of shadow per call. A span going back to the heap is unpoisoned in
  * the same ranges, which are all gostack ever poisons in it.
  *
- * Valgrind (cmake -DGOSTACK_VALGRIND=ON; tools.c): a stack handed out is
- * registered with VALGRIND_STACK_REGISTER (so memcheck takes a switch onto it
- * for a stack switch, not a huge stack-pointer move) and marked undefined; a
- * free stack is deregistered and marked no-access but for a small stack's
- * link.
- * Outside Valgrind each hook costs one client request (a no-op sequence).
+ * Valgrind (GOSTACK_VALGRIND: on by default wherever valgrind.h is found;
+ * tools.c): a stack handed out is registered with VALGRIND_STACK_REGISTER
+ * (so memcheck takes a switch onto it for a stack switch, not a huge
+ * stack-pointer move) and marked undefined; a free stack is deregistered and
+ * marked no-access but for a small stack's link, which is marked defined
+ * before the free reads its double-free mark.
+ * The inline cached paths call only the _fast hooks, which are ASan's and
+ * nothing else: an allocator created under Valgrind is never `fast`
+ * (gostack__tool_slow_only), so under Valgrind every operation takes the
+ * slow paths and their hooks, and outside it the cached paths carry no
+ * client request at all. The slow paths' hooks cost one client request
+ * (a few no-op instructions) outside Valgrind.
  */
 #ifndef GOSTACK_TOOLS_H
 #define GOSTACK_TOOLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -83,6 +90,9 @@ static inline void gostack__tool_alloc(uintptr_t lo, size_t n) { gostack__asan_r
 static inline void gostack__tool_free(uintptr_t lo, size_t n) { gostack__asan_ranges(lo, n, GOSTACK__TOOL_LINK(n), 1); }
 static inline void gostack__tool_span_free(uintptr_t p, size_t n) { gostack__asan_ranges(p, n, 0, 0); }
 static inline void gostack__tool_prefree(uintptr_t lo, size_t n) { (void)lo; (void)n; }
+static inline bool gostack__tool_slow_only(void) { return false; }
+#define gostack__tool_alloc_fast gostack__tool_alloc
+#define gostack__tool_free_fast gostack__tool_free
 
 #elif defined(GOSTACK_VALGRIND)
 #include <valgrind/memcheck.h>
@@ -96,12 +106,20 @@ static inline void gostack__tool_alloc(uintptr_t lo, size_t n) { if (RUNNING_ON_
 static inline void gostack__tool_free(uintptr_t lo, size_t n) { if (RUNNING_ON_VALGRIND) gostack__vg_free(lo, n); }
 static inline void gostack__tool_span_free(uintptr_t p, size_t n) { if (RUNNING_ON_VALGRIND) gostack__vg_span_free(p, n); }
 static inline void gostack__tool_prefree(uintptr_t lo, size_t n) { (void)VALGRIND_MAKE_MEM_UNDEFINED(lo, n); }
+/* Whether allocators must skip the inline cached paths (checked at creation:
+ * a process does not start running under Valgrind later). */
+static inline bool gostack__tool_slow_only(void) { return RUNNING_ON_VALGRIND != 0; }
+static inline void gostack__tool_alloc_fast(uintptr_t lo, size_t n) { (void)lo; (void)n; }
+static inline void gostack__tool_free_fast(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 
 #else
 static inline void gostack__tool_alloc(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 static inline void gostack__tool_free(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 static inline void gostack__tool_span_free(uintptr_t p, size_t n) { (void)p; (void)n; }
 static inline void gostack__tool_prefree(uintptr_t lo, size_t n) { (void)lo; (void)n; }
+static inline bool gostack__tool_slow_only(void) { return false; }
+static inline void gostack__tool_alloc_fast(uintptr_t lo, size_t n) { (void)lo; (void)n; }
+static inline void gostack__tool_free_fast(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 #endif
 
 #endif /* GOSTACK_TOOLS_H */

@@ -11,11 +11,29 @@
  * with no registration. A stack may be freed by any thread. A thread's caches
  * go back to the global pools when it exits or calls gostack_thread_flush().
  *
- * Errors: allocation failure returns {0, 0} with errno set (EINVAL for a size
- * of 0 or above GOSTACK_MAX_SIZE, ENOMEM when the OS refuses memory). Freeing
- * something that is not a live stack of that allocator, a double free
- * included (in every build), prints one line starting "gostack:" to stderr
- * and aborts, like Go's throw.
+ * Errors, one model for every function:
+ *   - a failure sets errno and is told by the return value: NULL for a
+ *     pointer, {0, 0} for a stack, 0 for a size, nonzero for an int (-1, or
+ *     for gostack_allocator_delete the errno value itself, as pthread
+ *     functions do). Nothing changes on failure;
+ *   - a success leaves errno alone;
+ *   - misuse that would corrupt memory (freeing what is not a live stack of
+ *     that allocator, a double free included, in every build) prints one
+ *     line starting "gostack:" to stderr and aborts, like Go's throw.
+ * Allocation fails with EINVAL for a size of 0 or above GOSTACK_MAX_SIZE
+ * and ENOMEM when the OS refuses memory.
+ *
+ * ABI: libgostack.so.0 keeps every binary built against an earlier
+ * gostack.h of the same SONAME working. Structs only grow at their end, and
+ * a struct that grows gets new symbol versions for the functions that take
+ * it (cmake/gostack.map): a binary built against an older header binds to
+ * the older version, which reads and writes only the fields that header
+ * had, so whatever lies after an old struct is never touched. A binary
+ * built against a newer header than the library refuses to load (the
+ * dynamic loader names the missing GOSTACK_x version). dlsym() finds the
+ * newest version; dlvsym(h, name, "GOSTACK_0.2") pins one. Zero-initialize
+ * config structs ({0} or designated initializers): zero is every field's
+ * default.
  */
 #ifndef GOSTACK_H
 #define GOSTACK_H
@@ -25,7 +43,7 @@
 #include <stdint.h>
 
 #define GOSTACK_VERSION_MAJOR 0
-#define GOSTACK_VERSION_MINOR 1
+#define GOSTACK_VERSION_MINOR 2
 #define GOSTACK_VERSION_PATCH 0
 /* major << 16 | minor << 8 | patch: compare with gostack_version() */
 #define GOSTACK_VERSION_NUMBER ((GOSTACK_VERSION_MAJOR << 16) | (GOSTACK_VERSION_MINOR << 8) | GOSTACK_VERSION_PATCH)
@@ -70,8 +88,12 @@ typedef struct gostack_config {
 	int decay_ms;                  /* free memory idle this long goes back to the OS by itself (a
 	                                  background thread); 0: 1000 (GOSTACK_DECAY_MS for the default
 	                                  allocator); negative: never (only gostack_allocator_reclaim) */
-	/* later issues append fields */
+	/* since 0.2 (GOSTACK_0.2) */
+	const char *name;              /* shown by stats_print and stats_detail, copied (at most
+	                                  GOSTACK_NAME_MAX bytes, else EINVAL); NULL: none */
 } gostack_config_t;
+
+#define GOSTACK_NAME_MAX 31
 
 typedef struct gostack_allocator gostack_allocator_t;
 
@@ -100,6 +122,12 @@ typedef struct gostack_stats_detail {
 	bool no_cache;
 	size_t guard_size;             /* page-rounded; 0: none */
 	int decay_ms;                  /* effective: > 0, or -1 (never) */
+	/* since 0.2 (GOSTACK_0.2) */
+	const char *name;              /* config.name ("" if none); valid while the allocator lives */
+	size_t heap_reserved_bytes;    /* process-wide: address space of gostack's arenas (its share of
+	                                  /proc/self/maps; mapped_bytes of every allocator live in it) */
+	uint64_t heap_released_bytes;  /* process-wide, since start: stack memory given back to the OS
+	                                  (decay, reclaim and the heap's retain bound; madvise or munmap) */
 } gostack_stats_detail_t;
 
 /* The library's version at run time (GOSTACK_VERSION_NUMBER of the
@@ -120,15 +148,23 @@ GOSTACK_API gostack_t gostack_alloc(size_t size);
 GOSTACK_API void gostack_free(gostack_t stk);
 GOSTACK_API gostack_allocator_t *gostack_default_allocator(void);
 
-/* NULL cfg: defaults (all fields 0). NULL with errno EINVAL (bad config: guard_size > GOSTACK_MAX_SIZE), ENOSYS (backend not built) or ENOMEM. */
+/* NULL cfg: defaults (all fields 0). NULL with errno EINVAL (bad config:
+ * guard_size > GOSTACK_MAX_SIZE, a name longer than GOSTACK_NAME_MAX),
+ * ENOSYS (backend not built) or ENOMEM. */
 GOSTACK_API gostack_allocator_t *gostack_allocator_new(const gostack_config_t *cfg);
-/* 0, or EBUSY (and nothing changes) while any of its stacks is in use. The default allocator is never deleted (EINVAL). */
+/* 0; or, with errno set to the same value and nothing changed: EBUSY while
+ * any of its stacks is in use (a deferred free not yet done included),
+ * EINVAL for NULL or the default allocator (never deleted). */
 GOSTACK_API int gostack_allocator_delete(gostack_allocator_t *a);
 GOSTACK_API gostack_t gostack_allocator_alloc(gostack_allocator_t *a, size_t size);
 GOSTACK_API void gostack_allocator_free(gostack_allocator_t *a, gostack_t stk);
-/* The calling thread's caches, of every allocator, back to the pools. */
+/* The calling thread's caches, of every allocator, back to the pools (and
+ * its deferred frees done). */
 GOSTACK_API void gostack_thread_flush(void);
-/* Fully free spans and stackLarge back to the OS; returns the bytes released. */
+/* Every free span and stackLarge span of a, and every freed page of the
+ * process's stack heap still committed (whichever allocator freed it), back
+ * to the OS. Returns the bytes of stack memory this call gave back (what
+ * RSS can drop by), 0 if none; 0 with errno EINVAL for NULL. */
 GOSTACK_API size_t gostack_allocator_reclaim(gostack_allocator_t *a);
 /* Exact whenever no alloc or free of a is running; then inuse + cached + pooled == mapped. */
 GOSTACK_API void gostack_allocator_stats(gostack_allocator_t *a, gostack_stats_t *out);
@@ -139,6 +175,32 @@ GOSTACK_API void gostack_allocator_stats_detail(gostack_allocator_t *a, gostack_
  * "gostack: ". GOSTACK_STATS=1 prints the default allocator's at exit.
  * 0, or -1 with errno (EINVAL: a is NULL; or write's error). */
 GOSTACK_API int gostack_allocator_stats_print(gostack_allocator_t *a, int fd);
+
+/* ---- since 0.2 (GOSTACK_0.2) ------------------------------------------ */
+
+/* Free a live stack of a knowing only its lo (the size comes from gostack's
+ * span metadata): for libraries that keep a pointer and not the size.
+ * Misuse aborts as gostack_allocator_free's does. */
+GOSTACK_API void gostack_allocator_free_lo(gostack_allocator_t *a, uintptr_t lo);
+GOSTACK_API void gostack_free_lo(uintptr_t lo);   /* the default allocator's */
+/* Free a stack the calling thread may be running on (a library's
+ * coroutine-exit path freeing its own stack, as state-threads does): freed
+ * at once if the thread is not running on it; else checked now (misuse
+ * aborts here) and freed as soon as the thread has left it, at its next
+ * gostack_*_free_deferred, gostack_thread_flush or gostack call that leaves
+ * its cache, or at thread exit. A thread runs on one stack at a time, so at
+ * most one stack waits per thread. Until freed it counts as in use. A
+ * thread that exits while still running on it keeps it (in use). */
+GOSTACK_API void gostack_allocator_free_deferred(gostack_allocator_t *a, gostack_t stk);
+GOSTACK_API void gostack_free_deferred(gostack_t stk);
+
+/* Callbacks in the shape of malloc-style hooks (minicoro's mco_desc
+ * alloc_cb / dealloc_cb, and similar): allocator_data is a
+ * gostack_allocator_t * or NULL for the default allocator. alloc returns
+ * the stack's lo (hi = lo + gostack_good_size(size)), NULL with errno on
+ * failure; the block is not zeroed. dealloc frees by lo (size unused). */
+GOSTACK_API void *gostack_cb_alloc(size_t size, void *allocator_data);
+GOSTACK_API void gostack_cb_dealloc(void *ptr, size_t size, void *allocator_data);
 
 #ifdef __cplusplus
 }

@@ -18,6 +18,12 @@
 #               their stacks back onto the pool (a patched copy): a retired
 #               span's stacks stay reachable after its memory went back to
 #               the heap -> lockfree.reclaim_torture must fail
+#   no-compat   GOSTACK_TEST_NO_COMPAT: the GOSTACK_0 versions of the
+#               functions whose structs grew take today's layouts (reading
+#               and writing past an 0.1 binary's structs)
+#               -> abi.old_header (test_abi_old) must fail
+#   no-join     the scavenger not stopped and joined at exit (a patched
+#               copy) -> tools.valgrind must report its thread's leak
 # Usage: tests/broken-variants.sh [RUNS]   (default 3 runs per variant)
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -77,4 +83,27 @@ patched reachable lockfree/stackpool.c \
 	's#if (gostack__lf(s)->sweep_count != s->nelems ||#if (1 /* BROKEN */ || gostack__lf(s)->sweep_count != s->nelems ||#' \
 	"BROKEN" test_lockfree
 try reachable "$work/reachable" test_lockfree --backend lockfree --scale 1 reclaim_torture
+
+cmake -S "$root" -B "$work/nocompat" -DGOSTACK_TEST_NO_COMPAT=ON -DGOSTACK_BUILD_HARNESS=OFF -DGOSTACK_BUILD_EXAMPLES=OFF >/dev/null &&
+	cmake --build "$work/nocompat" -j2 --target test_abi_old >/dev/null || exit 2
+LD_LIBRARY_PATH="$work/nocompat" try no-compat "$work/nocompat" test_abi_old
+
+if command -v valgrind >/dev/null; then
+	patched nojoin core/scavenger.c \
+		's|^__attribute__((destructor)) static void|static __attribute__((used)) void /* BROKEN */|' \
+		"BROKEN" test_valgrind
+	caught=0
+	for i in $(seq "$runs"); do
+		if sh "$root/tests/valgrind_tools.sh" valgrind "$work/nojoin/tests/test_valgrind" >"$work/out" 2>&1; then
+			echo "no-join run $i: PASSED (not caught)"
+		else
+			caught=$((caught + 1))
+			echo "no-join run $i: caught: $(grep -m1 'valgrind_tools:' "$work/out")"
+		fi
+	done
+	echo "no-join: caught in $caught of $runs runs"
+	[ "$caught" -eq "$runs" ] || status=1
+else
+	echo "no-join: SKIP (no valgrind)"
+fi
 exit $status

@@ -25,6 +25,10 @@ export PKG_CONFIG_PATH="$lib/pkgconfig"
 case " $(pkg-config --cflags gostack) " in *" -D"*) echo "package: pkg-config --cflags gostack defines macros: $(pkg-config --cflags gostack)" >&2; exit 1 ;; esac
 cc -o "$work/pc_shared" "$root/tests/package/consumer.c" $(pkg-config --cflags --libs gostack)
 LD_LIBRARY_PATH="$lib" "$work/pc_shared"
+# README "Install": outside the loader's paths, an rpath finds the library.
+cc -o "$work/pc_rpath" "$root/tests/package/consumer.c" $(pkg-config --cflags --libs gostack) \
+	-Wl,-rpath,"$(pkg-config --variable=libdir gostack)"
+env -u LD_LIBRARY_PATH "$work/pc_rpath"
 cc -o "$work/pc_static" "$root/tests/package/consumer.c" $(pkg-config --cflags gostack) \
 	-Wl,-Bstatic $(pkg-config --libs-only-L gostack) -lgostack -Wl,-Bdynamic \
 	$(pkg-config --static --libs-only-l gostack | sed 's/-lgostack//')

@@ -9,6 +9,7 @@
  *   test_valgrind uaf      writes into a freed stack; memcheck must report
  *                          an "Invalid write"
  */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,33 @@ static void
 body(void)
 {
 	co_sum = deep(16);   /* ~26 KiB of frames */
+}
+
+/* Whether gostack's scavenger thread is running (so that the leak check at
+ * exit covers its join). */
+static int
+scavenger_running(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int found = 0;
+
+	while (d != NULL && (e = readdir(d)) != NULL) {
+		char path[300], comm[32] = "";
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+		if ((f = fopen(path, "r")) != NULL) {
+			if (fgets(comm, sizeof comm, f) != NULL && strncmp(comm, "gostack-scav", 12) == 0)
+				found = 1;
+			fclose(f);
+		}
+	}
+	if (d != NULL)
+		closedir(d);
+	return found;
 }
 
 static int
@@ -93,6 +121,7 @@ main(int argc, char **argv)
 		gostack_allocator_reclaim(a);
 		gostack_allocator_reclaim(n);
 		bad |= run_on(a, 64 << 10);   /* memory back from the heap */
+		printf("test_valgrind switch: scavenger thread at exit: %s\n", scavenger_running() ? "yes" : "no");
 		printf("test_valgrind switch: %s\n", bad ? "FAILED" : "ok");
 		return bad;
 	}
