@@ -15,6 +15,7 @@
 
 #include "mheap.h"
 #include "pools.h"
+#include "profile.h"
 #include "tools.h"
 
 struct gostack__allocator_list gostack__allocators = LIST_HEAD_INITIALIZER(gostack__allocators);
@@ -128,13 +129,24 @@ gostack_allocator_new(const gostack_config_t *cfg)
 	}
 	a->decay_ms = cfg->decay_ms == 0 ? GOSTACK__DECAY_DEFAULT_MS : cfg->decay_ms < 0 ? -1 : cfg->decay_ms;
 	/* The inline paths assume Go's layout: packed, naturally aligned stacks;
-	 * under Valgrind every operation takes the slow paths (tools.h). */
-	a->fast = !a->no_cache && !a->debug && a->guard == 0 && !gostack__tool_slow_only();
+	 * under Valgrind every operation takes the slow paths (tools.h). With
+	 * a depth profile they are the copies with the countdown. */
+	bool plain = !a->no_cache && !a->debug && a->guard == 0 && !gostack__tool_slow_only();
+
+	a->profile = cfg->profile != 0 ? cfg->profile : (unsigned)gostack__opt(GOSTACK__OPT_PROFILE);
+	a->fast = plain && a->profile == 0;
+	a->fast_prof = plain && a->profile != 0;
+	if (a->profile != 0 && !gostack__profile_init(a)) {
+		gostack__meta_free(a, sizeof *a);
+		errno = ENOMEM;
+		return NULL;
+	}
 	a->ops = ops;
 	a->backend = ops->kind;
 	if ((a->pools = ops->create(a)) == NULL) {
 		int e = errno;
 
+		gostack__profile_destroy(a);
 		gostack__meta_free(a, sizeof *a);
 		errno = e;
 		return NULL;
@@ -220,6 +232,7 @@ gostack_allocator_delete(gostack_allocator_t *a)
 		    atomic_load_explicit(&a->mapped, memory_order_relaxed));
 	gostack__release_arenas();
 	pthread_mutex_unlock(&gostack__decay_lock);
+	gostack__profile_destroy(a);
 	gostack__meta_free(a, sizeof *a);
 	return 0;
 }

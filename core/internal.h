@@ -56,6 +56,8 @@ GOSTACK__HIDDEN void *gostack__os_reserve(size_t size, size_t align);
 GOSTACK__HIDDEN void gostack__os_unmap(void *p, size_t size);
 /* Give the pages back (RSS falls); the range stays mapped and reads zero. */
 GOSTACK__HIDDEN void gostack__os_decommit(void *p, size_t size);
+/* mincore(): one byte per page of [p, p + size), bit 0 set if resident. */
+GOSTACK__HIDDEN int gostack__os_resident(void *p, size_t size, unsigned char *vec);
 /*
  * Stack memory is MADV_NOHUGEPAGE unless GOSTACK_THP=1: with transparent
  * huge pages "always", touching one 2 KiB stack of an arena would commit a
@@ -151,6 +153,8 @@ struct gostack__tcache {
 	_Atomic uint64_t id;
 	gostack_allocator_t *alloc;
 	struct gostack__stackfreelist stackcache[GOSTACK_NUM_ORDERS];
+	uint32_t prof_left;        /* profile.c: allocations until the next sample (0: not drawn yet) */
+	uint64_t prof_rng;         /* profile.c: this cache's sampling random state */
 	struct gostack__tstat st;
 	LIST_ENTRY(gostack__tcache) link;      /* alloc->tcaches, registry lock */
 	struct gostack__tls *owner;
@@ -280,8 +284,12 @@ struct gostack_allocator {
 	int slot;                    /* index into gostack__tls.slot */
 	bool no_cache;
 	bool debug;                  /* GOSTACK_DEBUG / config.debug: debug.c's checks */
-	bool fast;                   /* !no_cache && !debug && !guard, not under Valgrind: the
-	                                inline cached paths apply */
+	bool fast;                   /* !no_cache && !debug && !guard, not under Valgrind, no
+	                                profile: the inline cached paths apply */
+	bool fast_prof;              /* the same but for a profile: the inline cached paths with
+	                                the sample countdown (stack.c) */
+	unsigned profile;            /* one in N sampled for the depth profile; 0: off */
+	struct gostack__profile *prof;   /* profile.c's counters, when profile != 0 */
 	bool is_default;
 	gostack_backend_t backend;
 	char name[GOSTACK_NAME_MAX + 1];   /* config.name, "" if none */

@@ -395,6 +395,7 @@ gostack__heap_alloc(const struct gostack__geom *g, uint8_t state, size_t elemsiz
 	s->decay_at = 0;
 	memset(&s->pool, 0, sizeof s->pool);
 	atomic_store_explicit(&s->dbg_freed, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->sampled, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->elemsize, elemsize, memory_order_relaxed);
 	atomic_store_explicit(&s->alloc, owner, memory_order_relaxed);
 	pthread_mutex_unlock(&heap_lock);

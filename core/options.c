@@ -33,6 +33,8 @@ const struct gostack__option_row gostack__option_table[GOSTACK__OPT_COUNT] = {
 	    "debug mode in every allocator of the process (see below)", false },
 	[GOSTACK__OPT_THP] = { "GOSTACK_THP", GOSTACK__OPT_BOOL, 0, 0, 1, "0", BOOL_VALUES,
 	    "leave stack memory eligible for transparent huge pages (see below)", false },
+	[GOSTACK__OPT_PROFILE] = { "GOSTACK_PROFILE", GOSTACK__OPT_INT, 0, 0, 1 << 30, "0",
+	    "integer N, 0..2^30", "depth profile of every allocator that leaves config.profile 0: one stack in N (0: off; see below)", false },
 	[GOSTACK__OPT_TEST_YIELD] = { "GOSTACK_TEST_YIELD", GOSTACK__OPT_INT, 0, 0, 1000000000, "0",
 	    "integer N", "test builds only: a sched_yield() in one of N lock-free pop windows", true },
 };

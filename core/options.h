@@ -45,6 +45,7 @@ enum gostack__opt {
 	GOSTACK__OPT_STATS,       /* bool: print the default allocator's stats at exit */
 	GOSTACK__OPT_DEBUG,       /* bool: debug mode in every allocator */
 	GOSTACK__OPT_THP,         /* bool: leave stack memory to transparent huge pages */
+	GOSTACK__OPT_PROFILE,     /* int: depth profile, one stack in N, for every allocator leaving it 0 */
 	GOSTACK__OPT_TEST_YIELD,  /* int, test builds only: lfstack.c's yield injection */
 	GOSTACK__OPT_COUNT
 };

@@ -93,6 +93,12 @@ gostack__os_decommit(void *p, size_t size)
 	(void)madvise(p, size, MADV_DONTNEED);
 }
 
+int
+gostack__os_resident(void *p, size_t size, unsigned char *vec)
+{
+	return mincore(p, size, vec);
+}
+
 void
 gostack__os_nohugepage(void *p, size_t size)
 {

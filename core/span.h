@@ -143,6 +143,11 @@ struct gostack__span {
 	 * has been freed by the user and not handed out again; 0 when the span
 	 * leaves the heap */
 	_Atomic uint32_t dbg_freed;
+	/* profile.c: bit i set while stack i (bit 0: the large stack) is a
+	 * sampled stack handed out and not yet freed; relaxed RMWs by the
+	 * threads that hand out and free its stacks (the hand-off orders a
+	 * handout's bit before its free); 0 when the span leaves the heap */
+	_Atomic uint32_t sampled;
 	_Alignas(16) unsigned char pool[GOSTACK__SPAN_POOL_BYTES];
 };
 

@@ -13,6 +13,7 @@
  */
 #include "mheap.h"
 #include "pools.h"
+#include "profile.h"
 #include "tools.h"
 
 #include <sys/random.h>
@@ -184,33 +185,63 @@ stackalloc_slow(gostack_allocator_t *a, size_t size)
 		gostack__tool_alloc(r.lo, r.hi - r.lo);
 	if (r.lo != 0 && a->debug)
 		gostack__debug_alloc(gostack__span_of_inline(r.lo), r.lo, r.hi - r.lo);
+	if (r.lo != 0 && a->profile != 0 && gostack__profile_take(a, gostack__tcache_mine(a)))
+		gostack__profile_handout(gostack__span_of_inline(r.lo), r.lo, r.hi - r.lo);
 	return r;
+}
+
+/*
+ * The cached path: a small size, this thread's cache for a, a stack in it.
+ * {0, 0}: not here, take the slow path. Two copies are inlined: the plain
+ * one (a->fast) and, for an allocator with a depth profile (a->fast_prof),
+ * one that counts down to the next sample (profile.c) and leaves the
+ * sample to the slow path; the plain one carries nothing of the profile.
+ */
+static inline __attribute__((always_inline)) gostack_t
+cached_alloc(gostack_allocator_t *a, size_t size, bool prof)
+{
+	size_t n = gostack__round2(size);
+	int order = gostack__order(n);
+	struct gostack__tcache *t = gostack__tcache_mine(a);
+
+	if (gostack__likely(t != NULL)) {
+		struct gostack__stackfreelist *c = &t->stackcache[order];
+		struct gostack__gclink *x = c->list;
+
+		if (gostack__likely(x != NULL)) {
+			uintptr_t hi = (uintptr_t)x + GOSTACK__LINK_SIZE;
+
+			if (prof) {
+				if (gostack__unlikely(t->prof_left <= 1))
+					return (gostack_t){ 0, 0 };   /* this one may be the sample */
+				t->prof_left--;
+			}
+			c->list = x->next;
+			x->mark = 0;   /* handed out (same line as the link) */
+			atomic_store_explicit(&c->size,
+			    atomic_load_explicit(&c->size, memory_order_relaxed) - n, memory_order_relaxed);
+			gostack__count(&t->st.allocs[order], 1);
+			gostack__tool_alloc_fast(hi - n, n);
+			return (gostack_t){ hi - n, hi };
+		}
+	}
+	return (gostack_t){ 0, 0 };
 }
 
 gostack_t
 gostack_allocator_alloc(gostack_allocator_t *a, size_t size)
 {
-	/* The cached path: a small size, this thread's cache for a, a stack in it. */
-	if (gostack__likely(a != NULL && size - 1 < GOSTACK__SMALL_LIMIT / 2 && a->fast)) {
-		size_t n = gostack__round2(size);
-		int order = gostack__order(n);
-		struct gostack__tcache *t = gostack__tcache_mine(a);
+	if (gostack__likely(a != NULL && size - 1 < GOSTACK__SMALL_LIMIT / 2)) {
+		gostack_t r;
 
-		if (gostack__likely(t != NULL)) {
-			struct gostack__stackfreelist *c = &t->stackcache[order];
-			struct gostack__gclink *x = c->list;
-
-			if (gostack__likely(x != NULL)) {
-				uintptr_t hi = (uintptr_t)x + GOSTACK__LINK_SIZE;
-
-				c->list = x->next;
-				x->mark = 0;   /* handed out (same line as the link) */
-				atomic_store_explicit(&c->size,
-				    atomic_load_explicit(&c->size, memory_order_relaxed) - n, memory_order_relaxed);
-				gostack__count(&t->st.allocs[order], 1);
-				gostack__tool_alloc_fast(hi - n, n);
-				return (gostack_t){ hi - n, hi };
-			}
+		if (gostack__likely(a->fast)) {
+			r = cached_alloc(a, size, false);
+			if (gostack__likely(r.lo != 0))
+				return r;
+		} else if (a->fast_prof) {
+			r = cached_alloc(a, size, true);
+			if (gostack__likely(r.lo != 0))
+				return r;
 		}
 	}
 	return stackalloc_slow(a, size);
@@ -269,6 +300,8 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	struct gostack__span *s = check_free(a, lo, hi);
 	struct gostack__tcache *t;
 
+	if (a->profile != 0 && gostack__profile_sampled(s, lo))
+		gostack__profile_free(a, s, lo, n);   /* before anything writes into it */
 	if (a->debug) {
 		gostack__tool_prefree(lo, n);
 		gostack__debug_free(s, lo, n);   /* double free; poison */
@@ -325,45 +358,62 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	gostack__count(&t->st.frees[order], 1);
 }
 
+/*
+ * The cached path of a free: a small power-of-two size, lo aligned to it,
+ * the span (two loads, never the stack) a pool span of a handing out
+ * n-byte stacks, this thread's cache for a with room; with a profile, no
+ * sampled stack live in the span. false: take the slow path, which checks
+ * and reports every misuse. Inlined twice, as cached_alloc.
+ */
+static inline __attribute__((always_inline)) bool
+cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi, bool prof)
+{
+	size_t n = hi - lo;
+	struct gostack__span *s = gostack__span_of_inline(lo);
+
+	if (gostack__likely(s != NULL &&
+	    atomic_load_explicit(&s->state, memory_order_relaxed) == GOSTACK__SPAN_POOL &&
+	    atomic_load_explicit(&s->alloc, memory_order_relaxed) == a &&
+	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) == n)) {
+		if (prof && gostack__unlikely(atomic_load_explicit(&s->sampled, memory_order_relaxed) != 0))
+			return false;   /* maybe this one: the slow path measures it */
+		struct gostack__tcache *t = gostack__tcache_mine(a);
+
+		if (gostack__likely(t != NULL)) {
+			int order = gostack__order(n);
+			struct gostack__stackfreelist *c = &t->stackcache[order];
+			size_t have = atomic_load_explicit(&c->size, memory_order_relaxed);
+
+			if (gostack__likely(have < GOSTACK_CACHE_SIZE)) {
+				struct gostack__gclink *x = (struct gostack__gclink *)(hi - GOSTACK__LINK_SIZE);
+
+				gostack__tool_free_fast(lo, n);   /* before the link is written */
+				mark_free(x, lo, hi);
+				x->next = c->list;
+				c->list = x;
+				atomic_store_explicit(&c->size, have + n, memory_order_relaxed);
+				gostack__count(&t->st.frees[order], 1);
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
 void
 gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
 {
 	uintptr_t lo = stk.lo, hi = stk.hi;
 	size_t n = hi - lo;
 
-	/*
-	 * The cached path: a small power-of-two size, lo aligned to it, the
-	 * span (two loads, never the stack) a pool span of a handing out n-byte
-	 * stacks, this thread's cache for a with room. Anything else, including
-	 * every misuse, takes the slow path, which checks and reports it.
-	 */
 	if (gostack__likely(n - GOSTACK_MIN_SIZE < GOSTACK__SMALL_LIMIT / 2 && gostack__is_pow2(n) &&
-	    (lo & (n - 1)) == 0 && a != NULL && a->fast)) {
-		struct gostack__span *s = gostack__span_of_inline(lo);
-
-		if (gostack__likely(s != NULL &&
-		    atomic_load_explicit(&s->state, memory_order_relaxed) == GOSTACK__SPAN_POOL &&
-		    atomic_load_explicit(&s->alloc, memory_order_relaxed) == a &&
-		    atomic_load_explicit(&s->elemsize, memory_order_relaxed) == n)) {
-			struct gostack__tcache *t = gostack__tcache_mine(a);
-
-			if (gostack__likely(t != NULL)) {
-				int order = gostack__order(n);
-				struct gostack__stackfreelist *c = &t->stackcache[order];
-				size_t have = atomic_load_explicit(&c->size, memory_order_relaxed);
-
-				if (gostack__likely(have < GOSTACK_CACHE_SIZE)) {
-					struct gostack__gclink *x = (struct gostack__gclink *)(hi - GOSTACK__LINK_SIZE);
-
-					gostack__tool_free_fast(lo, n);   /* before the link is written */
-					mark_free(x, lo, hi);
-					x->next = c->list;
-					c->list = x;
-					atomic_store_explicit(&c->size, have + n, memory_order_relaxed);
-					gostack__count(&t->st.frees[order], 1);
-					return;
-				}
-			}
+	    (lo & (n - 1)) == 0 && a != NULL)) {
+		if (gostack__likely(a->fast)) {
+			if (gostack__likely(cached_free(a, lo, hi, false)))
+				return;
+		} else if (a->fast_prof) {
+			if (gostack__likely(cached_free(a, lo, hi, true)))
+				return;
 		}
 	}
 	gostack__deferred_poke();

@@ -187,8 +187,10 @@ gostack__tcache_slow(gostack_allocator_t *a)
 	} else if (atomic_load_explicit(&t->id, memory_order_relaxed) != 0) {
 		gostack__throw("thread cache %p of a live allocator in a reused slot", (void *)t);
 	}
-	/* A fresh or orphaned struct: its lists are empty, its counters zero. */
+	/* A fresh or orphaned struct: its lists are empty, its counters zero;
+	 * the sampling countdown starts afresh for a's profile. */
 	t->alloc = a;
+	t->prof_left = 0;
 	LIST_INSERT_HEAD(&a->tcaches, t, link);
 	atomic_store_explicit(&t->id, a->id, memory_order_relaxed);
 	pthread_mutex_unlock(&gostack__registry_lock);

@@ -15,6 +15,7 @@
 
 #include "mheap.h"
 #include "pools.h"
+#include "profile.h"
 
 void
 gostack__sum_stats(gostack_allocator_t *a, struct gostack__tstat *sum, size_t cached[GOSTACK_NUM_ORDERS])
@@ -92,6 +93,7 @@ gostack_allocator_stats_detail(gostack_allocator_t *a, gostack_stats_detail_t *o
 	out->guard_size = a->guard;
 	out->decay_ms = a->decay_ms;
 	out->name = a->name;
+	gostack__profile_stats(a, out);
 	gostack__heap_totals(&out->heap_reserved_bytes, &out->heap_released_bytes);
 }
 
@@ -129,7 +131,7 @@ int
 gostack_allocator_stats_print(gostack_allocator_t *a, int fd)
 {
 	gostack_stats_detail_t d;
-	char buf[2048];
+	char buf[6144];   /* 6 lines of counts, at most 20 of profile advice */
 	int n;
 
 	if (a == NULL) {
@@ -163,6 +165,7 @@ gostack_allocator_stats_print(gostack_allocator_t *a, int fd)
 		return -1;
 	if ((size_t)n >= sizeof buf)
 		n = (int)sizeof buf - 1;
+	n += (int)gostack__profile_print(&d, buf + n, sizeof buf - (size_t)n);
 	return write_all(fd, buf, (size_t)n);
 }
 

@@ -12,6 +12,8 @@
  *                                  coroutine's popped frames were no-access)
  *   gostack__tool_span_free(p, n)  a span's memory goes back to the heap:
  *                                  called for each of its stacks [p, p + n)
+ *   gostack__tool_read(lo, n)      gostack reads a live stack's bytes as
+ *                                  data (the depth profile's scan)
  * Builds without a sanitizer or the Valgrind option compile them to nothing.
  *
  * AddressSanitizer (-fsanitize=address): a free stack is poisoned but for a
@@ -91,6 +93,7 @@ static inline void gostack__tool_free(uintptr_t lo, size_t n) { gostack__asan_ra
 static inline void gostack__tool_span_free(uintptr_t p, size_t n) { gostack__asan_ranges(p, n, 0, 0); }
 static inline void gostack__tool_prefree(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 static inline bool gostack__tool_slow_only(void) { return false; }
+static inline void gostack__tool_read(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 #define gostack__tool_alloc_fast gostack__tool_alloc
 #define gostack__tool_free_fast gostack__tool_free
 
@@ -109,6 +112,8 @@ static inline void gostack__tool_prefree(uintptr_t lo, size_t n) { (void)VALGRIN
 /* Whether allocators must skip the inline cached paths (checked at creation:
  * a process does not start running under Valgrind later). */
 static inline bool gostack__tool_slow_only(void) { return RUNNING_ON_VALGRIND != 0; }
+/* gostack reads a live stack's contents as data (profile.c's scan). */
+static inline void gostack__tool_read(uintptr_t lo, size_t n) { (void)VALGRIND_MAKE_MEM_DEFINED(lo, n); }
 static inline void gostack__tool_alloc_fast(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 static inline void gostack__tool_free_fast(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 
@@ -118,6 +123,7 @@ static inline void gostack__tool_free(uintptr_t lo, size_t n) { (void)lo; (void)
 static inline void gostack__tool_span_free(uintptr_t p, size_t n) { (void)p; (void)n; }
 static inline void gostack__tool_prefree(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 static inline bool gostack__tool_slow_only(void) { return false; }
+static inline void gostack__tool_read(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 static inline void gostack__tool_alloc_fast(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 static inline void gostack__tool_free_fast(uintptr_t lo, size_t n) { (void)lo; (void)n; }
 #endif

@@ -1011,7 +1011,9 @@ usage(FILE *f)
 	    "                  to a power of two, 4096 .. 1048576)\n"
 	    "  --stacks K      where stacks come from: gostack (default), malloc, or\n"
 	    "                  mmap (MAP_STACK|MAP_NORESERVE), for comparison\n"
-	    "SIGTERM or SIGINT: drain, print one stats line on stdout, exit 0.\n");
+	    "SIGTERM or SIGINT: drain, print one stats line on stdout, exit 0.\n"
+	    "GOSTACK_PROFILE=N (one stack in N sampled): at SIGTERM the depth profile,\n"
+	    "with one advice line per stack size, on stderr.\n");
 }
 
 static long
@@ -1168,6 +1170,13 @@ main(int argc, char **argv)
 
 	if (opt.stacks == STACKS_GOSTACK) {
 		gostack_stats_t st;
+		gostack_stats_detail_t d;
+
+		/* GOSTACK_PROFILE=N: the depth profile, with its advice per
+		 * stack size, on stderr (stdout keeps its one line). */
+		gostack_allocator_stats_detail(gs_alloc, &d);
+		if (d.profile != 0)
+			(void)gostack_allocator_stats_print(gs_alloc, 2);
 		gostack_thread_flush();
 		gostack_allocator_reclaim(gs_alloc);
 		gostack_allocator_stats(gs_alloc, &st);

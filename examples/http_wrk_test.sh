@@ -142,6 +142,9 @@ echo "stdout:"
 cat "$tmp/out"
 check "the server exits 0 on SIGTERM (got $rc)" test "$rc" -eq 0
 check "exactly one line on stdout" test "$(wc -l <"$tmp/out")" -eq 1
+if [ "${GOSTACK_PROFILE:-0}" != 0 ]; then   # examples.http_wrk.profile
+	check "the depth profile on stderr at SIGTERM" grep -q '^gostack: [0-9]* [KM]iB stacks: p99 depth .* over [0-9]* samples' "$tmp/err"
+fi
 line=$(tail -n 1 "$tmp/out")
 field() { sed -n "s/.* $1=\([0-9][0-9]*\).*/\1/p" <<<"$line"; }
 allocs=$(field allocs)

@@ -291,9 +291,16 @@ def main():
     else:
         meta["server_stage"] = ("skipped (--no-server)" if a.no_server else
                                 "skipped (--filter selects none of it)")
+    depth = run_depth_check(a, info, out)
+    if depth is not None and not depth.get("ok"):
+        failures.append({"name": "depth_check", "contestant": "gostack-lockfree",
+                         "error": "the depth profile does not match the depths the spawn coroutines wrote "
+                                  "(depth.json)", "stderr": depth.get("stderr", "")})
     data = {"meta": meta, "results": results, "failures": failures}
     if server_data:
         data["server"] = server_data
+    if depth is not None:
+        data["depth"] = depth
     with open(os.path.join(out, "data.json"), "w") as f:
         json.dump(data, f, separators=(",", ":"))
     report(out, data)
@@ -303,6 +310,28 @@ def main():
             progress(f"  {fl['name']}: {fl['error']}")
         sys.exit(1)
     progress(f"done: {out}")
+
+
+def run_depth_check(a, info, out):
+    """The spawn workload once with gostack's depth profile on every stack
+    (gostack_bench --depth-check): its histograms against the depths the
+    coroutines wrote. None when the binary predates the profile."""
+    if not info.get("depth_check"):
+        return None
+    path = os.path.join(out, "depth.json")
+    progress("depth check: spawn with the depth profile on (config.profile 1)")
+    p = subprocess.run([a.bin, "--depth-check", path], capture_output=True, text=True, env=plain_env(), timeout=300)
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        doc = {"ok": False, "classes": []}
+    doc["ok"] = bool(doc.get("ok")) and p.returncode == 0
+    doc["stderr"] = p.stderr[-4000:]
+    for line in p.stderr.splitlines():
+        if line.startswith("depth-check:"):
+            progress(line)
+    return doc
 
 
 def report(out, data):
@@ -554,6 +583,19 @@ def write_summary_md(out, data):
         L.extend(server.summary_lines(data["server"], fmt_rate, fmt_ratio))
     elif m.get("server_stage"):
         L.append(f"Server stage (HTTP requests/s with gostack, malloc'd and mmap'd stacks): {m['server_stage']}.\n")
+    if data.get("depth"):
+        d = data["depth"]
+        L.append("## Depth profile check\n")
+        L.append(f"The spawn workload once ({d.get('spawns')} coroutines, one thread) on a gostack-lockfree allocator "
+                 f"with every stack sampled (`config.profile` 1): the measured deepest use per stack size against "
+                 f"what the coroutines wrote ([depth.png](depth.png), `depth.json`): "
+                 f"**{'match' if d.get('ok') else 'MISMATCH'}**.\n")
+        L.append("| stack size | samples | p50 | p99 | max | written | |")
+        L.append("|---:|---:|---:|---:|---:|---|---|")
+        for c in d.get("classes", []):
+            L.append(f"| {c['size'] // 1024} KiB | {c['samples']} | {c['p50']} B | {c['p99']} B | {c['max']} B | "
+                     f"{c['written_lo']}..{c['written_hi']} B ({c['what']}) | {'ok' if c['ok'] else 'MISMATCH'} |")
+        L.append("")
     L.append("## Files\n")
     L.append("- `raw/`: the google-benchmark JSON of every process; `all.json`: all of them in one document "
              "(use `harness/compare`); `data.json`: what the tables and plots are made from.")

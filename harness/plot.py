@@ -348,11 +348,41 @@ def plot_server(out, data, idx, made, only=None):
 _JOB = {}
 
 
+def plot_depth(out, data, idx, made, only=None):
+    """depth.png: the depth profile check (gostack_bench --depth-check): per
+    stack size, the histogram of deepest use measured over the spawn
+    workload's sampled stacks, with the band of depths its coroutines wrote."""
+    d = data.get("depth")
+    if not d or not d.get("classes"):
+        return
+    classes = d["classes"]
+    fig, axes = plt.subplots(1, len(classes), figsize=(4.2 * len(classes), 3.6), squeeze=False)
+    for ax, c in zip(axes[0], classes):
+        size, nb = c["size"], len(c["hist"])
+        w = size / nb / 1024
+        xs = [(i + 0.5) * w for i in range(nb)]
+        ax.bar(xs, c["hist"], width=w * 0.9, color=style("gostack-lockfree")[0])
+        if c["written_hi"] > 0:
+            ax.axvspan(c["written_lo"] / 1024, c["written_hi"] / 1024, color="#2ca02c", alpha=0.15,
+                       label="written by the coroutines")
+            ax.legend(fontsize=7, loc="upper left")
+        ax.axvline(c["max"] / 1024, color="#d62728", linestyle=":", linewidth=1)
+        ax.set_xlim(0, size / 1024)
+        ax.set_xlabel("deepest use (KiB)")
+        ax.set_ylabel("sampled stacks")
+        ax.set_title(f"{size // 1024} KiB stacks: {c['samples']} samples, p50 {c['p50']} B, max {c['max']} B "
+                     f"({'ok' if c['ok'] else 'MISMATCH'})", fontsize=8)
+    fig.suptitle(f"Depth profile check: spawn, {d.get('spawns')} coroutines, every stack sampled "
+                 f"(gostack-lockfree, config.profile 1): {'match' if d.get('ok') else 'MISMATCH'}", fontsize=9)
+    finish(fig, data["meta"], "Red dotted line: the deepest use measured (max).", bottom=0.12, reps="one run")
+    save(fig, out, "depth", made)
+
+
 def _run_job(job):
     kind, wl = job
     made = []
     fn = {"throughput": plot_throughput, "ratio": plot_ratio, "latency": plot_latency, "memory": plot_memory,
-          "server": plot_server}[kind]
+          "server": plot_server, "depth": plot_depth}[kind]
     fn(_JOB["out"], _JOB["data"], _JOB["idx"], made, [wl] if wl else None)
     return made
 
@@ -366,6 +396,8 @@ def make_all(out, data):
     jobs = [("ratio", None)] + [(k, w) for w in wls for k in ("throughput", "latency", "memory")]
     if data.get("server"):
         jobs.append(("server", None))
+    if data.get("depth", {}).get("classes"):
+        jobs.append(("depth", None))
     try:
         import multiprocessing
         with multiprocessing.get_context("fork").Pool(max(1, min(4, os.cpu_count() or 1))) as pool:

@@ -6,7 +6,8 @@
 # stats balance checks). When wrk is installed and the build tree holds
 # gostack-http-demo, it also runs one round of one server-stage workload
 # (keep-alive, 1 s per stack source: about 4 s) and checks server.png and its
-# records in data.json.
+# records in data.json; and the depth profile check (gostack_bench
+# --depth-check: depth.png, every class matching what its coroutines wrote).
 #
 # BUILD_DIR (or $GOSTACK_BUILD_DIR): the build tree holding gostack_bench.
 # Register with, e.g.:
@@ -46,6 +47,8 @@ check "all.json is valid JSON with benchmarks" \
 check "summary.md written" '[ -s "$TMP/out/summary.md" ]'
 check "context.md written" '[ -s "$TMP/out/context.md" ]'
 check "at least one PNG" 'ls "$TMP"/out/*.png >/dev/null 2>&1'
+check "depth profile check: depth.png, and the measured depths match the written ones in data.json" \
+	'[ -s "$TMP/out/depth.png" ] && /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1]))[\"depth\"]; sys.exit(0 if d[\"ok\"] and len(d[\"classes\"]) >= 3 else 1)" "$TMP/out/data.json"'
 if [ "$SERVER" = 1 ]; then
 	check "server stage: server.png, and 3 checked runs in data.json" \
 		'[ -s "$TMP/out/server.png" ] && /usr/bin/python3 -c "import json,sys; r=json.load(open(sys.argv[1]))[\"server\"][\"runs\"]; sys.exit(0 if len(r) == 3 and all(x[\"rps\"] > 0 and not x[\"problems\"] for x in r) else 1)" "$TMP/out/data.json"'

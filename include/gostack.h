@@ -91,6 +91,9 @@ typedef struct gostack_config {
 	/* since 0.2 (GOSTACK_0.2) */
 	const char *name;              /* shown by stats_print and stats_detail, copied (at most
 	                                  GOSTACK_NAME_MAX bytes, else EINVAL); NULL: none */
+	unsigned profile;              /* depth profile: one stack in this many (on average) has its
+	                                  deepest use measured between handout and free; 0: off
+	                                  (GOSTACK_PROFILE=N for every allocator that leaves it 0) */
 } gostack_config_t;
 
 #define GOSTACK_NAME_MAX 31
@@ -113,6 +116,22 @@ typedef struct gostack_class_stats {
 	size_t inuse_bytes, cached_bytes, pooled_bytes;
 } gostack_class_stats_t;
 
+/* Depth profile classes: the four orders, then large stacks by size
+ * (32 KiB, 64 KiB, ... 1 GiB); each class's histogram has
+ * GOSTACK_PROFILE_BUCKETS buckets of size / GOSTACK_PROFILE_BUCKETS bytes
+ * (bucket i: deepest use in (i, i + 1] * size / BUCKETS; bucket 0 also 0). */
+#define GOSTACK_PROFILE_CLASSES 20
+#define GOSTACK_PROFILE_BUCKETS 32
+
+typedef struct gostack_depth_stats {
+	size_t size;                   /* the class's stack size */
+	uint64_t samples;              /* sampled stacks freed (measured) */
+	size_t p50, p99;               /* deepest use, bytes: upper bounds of the buckets holding the
+	                                  50th and 99th percentiles, at most max */
+	size_t max;                    /* the deepest use measured */
+	uint64_t hist[GOSTACK_PROFILE_BUCKETS];
+} gostack_depth_stats_t;
+
 typedef struct gostack_stats_detail {
 	gostack_stats_t total;         /* what gostack_allocator_stats() gives */
 	gostack_class_stats_t order[GOSTACK_NUM_ORDERS];
@@ -128,6 +147,8 @@ typedef struct gostack_stats_detail {
 	                                  /proc/self/maps; mapped_bytes of every allocator live in it) */
 	uint64_t heap_released_bytes;  /* process-wide, since start: stack memory given back to the OS
 	                                  (decay, reclaim and the heap's retain bound; madvise or munmap) */
+	unsigned profile;              /* effective one-in-N sampling; 0: off */
+	gostack_depth_stats_t depth[GOSTACK_PROFILE_CLASSES];   /* all 0 while off */
 } gostack_stats_detail_t;
 
 /* The library's version at run time (GOSTACK_VERSION_NUMBER of the

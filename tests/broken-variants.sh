@@ -24,6 +24,9 @@
 #               -> abi.old_header (test_abi_old) must fail
 #   no-join     the scavenger not stopped and joined at exit (a patched
 #               copy) -> tools.valgrind must report its thread's leak
+#   stale-depth the depth profile not giving a sampled stack's lower pages
+#               back at handout (a patched copy): a previous, deeper use
+#               shows in the sample -> profile.* (known_depth) must fail
 # Usage: tests/broken-variants.sh [RUNS]   (default 3 runs per variant)
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -87,6 +90,11 @@ try reachable "$work/reachable" test_lockfree --backend lockfree --scale 1 recla
 cmake -S "$root" -B "$work/nocompat" -DGOSTACK_TEST_NO_COMPAT=ON -DGOSTACK_BUILD_HARNESS=OFF -DGOSTACK_BUILD_EXAMPLES=OFF >/dev/null &&
 	cmake --build "$work/nocompat" -j2 --target test_abi_old >/dev/null || exit 2
 LD_LIBRARY_PATH="$work/nocompat" try no-compat "$work/nocompat" test_abi_old
+
+patched staledepth core/profile.c \
+	's|^\t\tgostack__os_decommit((void \*)lo, p - lo);|\t\t(void)0; /* BROKEN */|; s|^\t\tgostack__os_decommit((void \*)lo, n);|\t\t(void)0; /* BROKEN */|' \
+	"BROKEN" test_profile
+try stale-depth "$work/staledepth" test_profile --backend lockfree known_depth
 
 if command -v valgrind >/dev/null; then
 	patched nojoin core/scavenger.c \

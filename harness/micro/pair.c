@@ -7,8 +7,9 @@
  * background scavenger) against decay off, at 8 KiB (the cached path) and
  * 256 KiB (stackLarge, whose free reads no clock: the scavenger stamps an
  * idle span when it first sees it), and with 4 KiB
- * guard pages (the slow, fully checked paths). Output: two lines per round,
- * ns per pair.
+ * guard pages (the slow, fully checked paths); and the depth profile at one
+ * in 1000 and one in 100 against off (core/profile.c). Output: three lines
+ * per round, ns per pair.
  */
 #include <gostack.h>
 #include <stdio.h>
@@ -48,14 +49,18 @@ main(int argc, char **argv)
 	gostack_config_t gd = { .backend = GOSTACK_BACKEND_LOCKFREE, .guard_size = 4096 };
 	gostack_allocator_t *a = gostack_allocator_new(&lf), *m = gostack_allocator_new(&mu);
 	gostack_allocator_t *d = gostack_allocator_new(&nd), *g = gostack_allocator_new(&gd);
+	gostack_config_t p1k = { .backend = GOSTACK_BACKEND_LOCKFREE, .profile = 1000 };
+	gostack_config_t p100 = { .backend = GOSTACK_BACKEND_LOCKFREE, .profile = 100 };
+	gostack_allocator_t *pk = gostack_allocator_new(&p1k), *ph = gostack_allocator_new(&p100);
 	static struct node nodes[2];
 
-	if (a == NULL || m == NULL || d == NULL || g == NULL)
+	if (a == NULL || m == NULL || d == NULL || g == NULL || pk == NULL || ph == NULL)
 		return 1;
 	for (int r = 0; r < rounds; r++) {
 		double gl = pairs(a, 8192, n), gm = pairs(m, 8192, n);
 		double gnd = pairs(d, 8192, n), gg = pairs(g, 8192, n);
 		double big = pairs(a, 256 << 10, n / 4), bignd = pairs(d, 256 << 10, n / 4);
+		double off = pairs(a, 8192, n), on1k = pairs(pk, 8192, n), on100 = pairs(ph, 8192, n);
 		double t0 = now();
 
 		for (long i = 0; i < n; i++) {
@@ -84,6 +89,8 @@ main(int argc, char **argv)
 		printf("round %d: decay on (1000 ms) / off: 8 KiB %.2f / %.2f ns = %.2fx, 256 KiB %.2f / %.2f ns = %.2fx; "
 		    "4 KiB guards: 8 KiB %.2f ns = %.2fx of unguarded\n",
 		    r, gl, gnd, gl / gnd, big, bignd, big / bignd, gg, gg / gl);
+		printf("round %d: depth profile, 8 KiB: off %.2f ns, 1 in 1000 %.2f ns = %.3fx, 1 in 100 %.2f ns = %.3fx\n",
+		    r, off, on1k, on1k / off, on100, on100 / off);
 	}
 	return 0;
 }

@@ -732,7 +732,7 @@ static void print_info() {
 	            GOSTACK_VERSION_MINOR, GOSTACK_VERSION_PATCH, active_malloc());
 	std::printf("  \"clock_overhead_ns\": %" PRIu64 ",\n  \"hwm_resettable\": %s,\n", g_clock_overhead_ns,
 	            g_hwm_resettable ? "true" : "false");
-	std::printf("  \"page_fault_us\": %.2f,\n", page_fault_us());
+	std::printf("  \"page_fault_us\": %.2f,\n  \"depth_check\": true,\n", page_fault_us());
 	std::printf("  \"params\": %s,\n  \"contestants\": [\n", params_json().c_str());
 	for (size_t i = 0; i < g_contestants.size(); i++) {
 		const auto& c = g_contestants[i];
@@ -741,6 +741,79 @@ static void print_info() {
 		            json_escape(c.note).c_str(), i + 1 < g_contestants.size() ? "," : "");
 	}
 	std::printf("  ]\n}\n");
+}
+
+// --depth-check FILE: the spawn workload once on a gostack-lockfree
+// allocator with every stack sampled by the depth profile (config.profile
+// 1, core/profile.c), then the profile held against what the coroutines
+// wrote: kSpawnTouch on the 8 KiB stacks (plus the frames above it, within
+// 1 KiB), nothing on the 16 KiB stacks (copystack's middle step frees them
+// before they run), kSpawnDeepTouch on the 32 KiB ones (page granularity,
+// plus a page for the frames). Writes the histograms as JSON (the driver
+// plots them: depth.png); exit status 1 when a class is off.
+static int depth_check(const char* path) {
+	gostack_config_t cfg;
+	std::memset(&cfg, 0, sizeof cfg);
+	cfg.backend = GOSTACK_BACKEND_LOCKFREE;
+	cfg.profile = 1;
+	cfg.name = "depth-check";
+	GostackLockfree::a = gostack_allocator_new(&cfg);
+	if (!GostackLockfree::a) die("depth-check: gostack_allocator_new failed");
+	const int spawns = 20000;
+	{
+		Ctx<GostackLockfree> T(1);
+		SpawnState<GostackLockfree> sp(&T, 1);
+		for (int i = 0; i < spawns; i++) sp.spawn();
+		sp.drain();
+	}
+	gostack_thread_flush();
+	gostack_stats_detail_t d;
+	gostack_allocator_stats_detail(GostackLockfree::a, &d);
+	struct Want { size_t size, lo, hi; const char* what; };
+	const Want want[] = {
+	    {kSpawnStack, kSpawnTouch, kSpawnTouch + 1024, "kSpawnTouch of alloca + memset, frames above it"},
+	    {2 * kSpawnStack, 0, 0, "copystack's middle step: freed before it runs"},
+	    {4 * kSpawnStack, kSpawnDeepTouch, kSpawnDeepTouch + 8192, "kSpawnDeepTouch, page granularity"},
+	};
+	FILE* f = std::fopen(path, "w");
+	if (!f) die("depth-check: cannot write the JSON file");
+	bool ok = true;
+	std::fprintf(f, "{\"spawns\": %d, \"profile\": %u, \"buckets\": %d, \"classes\": [\n", spawns, d.profile,
+	             GOSTACK_PROFILE_BUCKETS);
+	bool first = true;
+	for (int c = 0; c < GOSTACK_PROFILE_CLASSES; c++) {
+		const gostack_depth_stats_t& x = d.depth[c];
+		const Want* w = nullptr;
+		for (const Want& v : want)
+			if (v.size == x.size) w = &v;
+		if (x.samples == 0 && !w) continue;
+		// Every sample is 0 (a stack freed before a coroutine ran on it:
+		// gfget's 8 KiB stack replaced by copystack for a deep one) or in
+		// [lo, hi]: each non-empty bucket but the first meets [lo, hi];
+		// the median and the max are in it.
+		const size_t bw = x.size / GOSTACK_PROFILE_BUCKETS;
+		bool cls_ok = w && x.samples > 0;
+		for (int b = 1; cls_ok && b < GOSTACK_PROFILE_BUCKETS; b++)
+			if (x.hist[b] != 0 && ((size_t)(b + 1) * bw < w->lo || (size_t)b * bw >= w->hi)) cls_ok = false;
+		if (cls_ok && w->lo == 0) cls_ok = x.max == 0;
+		else if (cls_ok) cls_ok = x.max >= w->lo && x.max <= w->hi && x.p50 >= w->lo && x.p50 <= w->hi;
+		if (!cls_ok) ok = false;
+		std::fprintf(f, "%s  {\"size\": %zu, \"samples\": %llu, \"p50\": %zu, \"p99\": %zu, \"max\": %zu, "
+		             "\"written_lo\": %zu, \"written_hi\": %zu, \"what\": \"%s\", \"ok\": %s, \"hist\": [",
+		             first ? "" : ",\n", x.size, (unsigned long long)x.samples, x.p50, x.p99, x.max, w ? w->lo : 0,
+		             w ? w->hi : 0, w ? w->what : "unexpected class", cls_ok ? "true" : "false");
+		for (int b = 0; b < GOSTACK_PROFILE_BUCKETS; b++)
+			std::fprintf(f, "%s%llu", b ? ", " : "", (unsigned long long)x.hist[b]);
+		std::fprintf(f, "]}");
+		first = false;
+		std::fprintf(stderr, "depth-check: %zu KiB stacks: %llu samples, p50 %zu, p99 %zu, max %zu bytes; written %zu..%zu: %s\n",
+		             x.size >> 10, (unsigned long long)x.samples, x.p50, x.p99, x.max, w ? w->lo : 0, w ? w->hi : 0,
+		             cls_ok ? "ok" : "MISMATCH");
+	}
+	std::fprintf(f, "\n], \"ok\": %s}\n", ok ? "true" : "false");
+	std::fclose(f);
+	(void)gostack_allocator_stats_print(GostackLockfree::a, 2);
+	return ok ? 0 : 1;
 }
 
 }  // namespace gsb
@@ -752,12 +825,16 @@ int main(int argc, char** argv) {
 	g_hwm_resettable = reset_hwm();
 	bool info = false;
 	int w = 1;
+	const char* depth_out = nullptr;
 	for (int i = 1; i < argc; i++) {
 		if (std::strcmp(argv[i], "--harness-info") == 0)
 			info = true;
+		else if (std::strcmp(argv[i], "--depth-check") == 0 && i + 1 < argc)
+			depth_out = argv[++i];
 		else
 			argv[w++] = argv[i];
 	}
+	if (depth_out) return depth_check(depth_out);
 	argc = w;
 	register_all();
 	if (info) {

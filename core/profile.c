@@ -1,0 +1,297 @@
+/*
+ * profile.c: the sampled depth profile. One stack in config.profile (N) has
+ * the deepest use made of it measured between its handout and its free,
+ * without committing a page the coroutine never touched; the depths go into
+ * a histogram per size class, with p50, p99 and max, in stats_detail and as
+ * one advice line per class in stats_print.
+ *
+ * Which stacks: each thread's cache counts its allocations down from a
+ * random draw in [1, 2N - 1] (mean N, so no periodic pattern of the
+ * program's aliases with the sampling); threads without a cache share an
+ * allocator-wide counter. With the profile off nothing of this runs: the
+ * allocator keeps its `fast` flag and the cached paths are unchanged. With
+ * it on, the allocator's cached paths are stack.c's second inline copy,
+ * which adds the countdown to the allocation and one test of the span's
+ * `sampled` word to the free.
+ *
+ * How deep, without committing memory: a stack grows down from hi, so its
+ * deepest use is hi minus the lowest address written.
+ *   - Small stacks (< 32 KiB). Their top page is resident: the free-list
+ *     link lives in its top 16 bytes and was written when the stack was
+ *     carved or freed. At handout the rest of that top page (down to lo if
+ *     the stack is smaller) is painted with a per-process 64-bit pattern,
+ *     one word per 64-byte line, the line's highest (a stack grows down,
+ *     so a frame enters its lowest line from above), and the pages below
+ *     it are given back with MADV_DONTNEED (nothing in them is ours to
+ *     keep: the stack was free). At free, the paint is scanned from its
+ *     bottom: the first word changed gives the depth to 64 bytes. If the
+ *     paint's lowest word changed too, the coroutine went below the top
+ *     page: mincore() over the pages below finds the lowest resident one,
+ *     which only the coroutine can have touched since the handout's
+ *     MADV_DONTNEED (page granularity).
+ *   - Large stacks. Nothing of gostack's lives in them and their top page
+ *     may not be resident, so nothing is painted: the whole stack is given
+ *     back at handout and mincore() at free finds the lowest resident page.
+ * Painting writes only a page that is already resident, and MADV_DONTNEED
+ * only lowers RSS, so an untouched sampled stack costs no more memory than
+ * an unsampled one (tests/test_profile.c holds RSS to it). A coroutine
+ * that writes the pattern itself, with chance 2^-64 per word, reads as
+ * shallower by that word.
+ * Cost per sample: a 2 or 4 KiB stack, the paint and the scan (no system
+ * call); larger small stacks, one madvise more at handout, and one mincore
+ * at free only if the coroutine went below the top page; large stacks, one
+ * madvise and one mincore (chunked: a 1 GiB stack is 64 calls). Measured
+ * in the README ("Depth profile").
+ *
+ * Ordering: the sampled bit is set at handout by the allocating thread and
+ * read and cleared at free by the freeing thread, ordered by the same
+ * hand-off that orders every span field the free checks (span.h); the
+ * counters are relaxed atomics read by stats.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "mheap.h"
+#include "profile.h"
+#include "tools.h"
+
+/* Class of a stack size: the order, or 4 + log2(n / 32 KiB) for large. */
+static inline int
+class_of(size_t n)
+{
+	if (gostack__is_small(n))
+		return gostack__order(n);
+	return GOSTACK_NUM_ORDERS + (int)(63 - __builtin_clzll((unsigned long long)n)) - GOSTACK__SPAN_SHIFT;
+}
+
+static inline size_t
+class_size(int c)
+{
+	return c < GOSTACK_NUM_ORDERS ? gostack__order_size(c) : GOSTACK__SPAN_SIZE << (c - GOSTACK_NUM_ORDERS);
+}
+
+static inline uint64_t
+pattern(void)
+{
+	return gostack__free_key ^ 0x5bd1e9955bd1e995ull;   /* never the free mark itself */
+}
+
+bool
+gostack__profile_init(gostack_allocator_t *a)
+{
+	a->prof = gostack__meta_alloc(sizeof *a->prof);
+	return a->prof != NULL;
+}
+
+void
+gostack__profile_destroy(gostack_allocator_t *a)
+{
+	if (a->prof != NULL)
+		gostack__meta_free(a->prof, sizeof *a->prof);
+	a->prof = NULL;
+}
+
+/* A draw in [1, 2N - 1] (xorshift64*; seeded from the cache's address). */
+static uint32_t
+interval(struct gostack__tcache *t, unsigned n)
+{
+	uint64_t x = t->prof_rng != 0 ? t->prof_rng : ((uint64_t)(uintptr_t)t | 1) * 0x9e3779b97f4a7c15ull;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	t->prof_rng = x;
+	if (n <= 1)
+		return 1;
+	return 1 + (uint32_t)((x * 0x2545f4914f6cdd1dull >> 33) % (2ull * n - 1));
+}
+
+bool
+gostack__profile_take(gostack_allocator_t *a, struct gostack__tcache *t)
+{
+	if (t == NULL)   /* relaxed: a counter; which cacheless allocation is the one does not matter */
+		return atomic_fetch_add_explicit(&a->prof->orphan_count, 1, memory_order_relaxed) % a->profile == 0;
+	if (t->prof_left == 0)
+		t->prof_left = interval(t, a->profile);   /* the first draw */
+	if (t->prof_left > 1) {
+		t->prof_left--;
+		return false;
+	}
+	t->prof_left = interval(t, a->profile);
+	return true;
+}
+
+/* One painted word per line, at its top; the top line (the link's) is not
+ * painted. */
+#define PAINT_LINE 64
+#define PAINT_OFF (PAINT_LINE - 8)
+
+/* The bottom of the painted part of a small stack: its top page, or lo. */
+static inline uintptr_t
+paint_lo(uintptr_t lo, size_t n)
+{
+	uintptr_t hi = lo + n, top = (hi - 1) & ~(uintptr_t)(gostack__os_page() - 1);
+
+	return top > lo ? top : lo;
+}
+
+void
+gostack__profile_handout(struct gostack__span *s, uintptr_t lo, size_t n)
+{
+	uint32_t bit = 1u << gostack__span_index(s, lo);
+
+	atomic_fetch_or_explicit(&s->sampled, bit, memory_order_relaxed);
+	if (!gostack__is_small(n)) {
+		gostack__os_decommit((void *)lo, n);
+		return;
+	}
+	uintptr_t p = paint_lo(lo, n);
+	uint64_t pat = pattern();
+
+	for (uintptr_t w = p + PAINT_OFF; w < lo + n - PAINT_LINE; w += PAINT_LINE)
+		*(uint64_t *)w = pat;
+	if (p > lo)
+		gostack__os_decommit((void *)lo, p - lo);
+}
+
+/* The lowest resident page of [lo, hi) (page-aligned), or hi if none. */
+static uintptr_t
+lowest_resident(uintptr_t lo, uintptr_t hi)
+{
+	size_t pg = gostack__os_page();
+	unsigned char vec[4096];
+
+	while (lo < hi) {
+		size_t pages = (hi - lo) / pg, chunk = pages < sizeof vec ? pages : sizeof vec;
+
+		if (gostack__os_resident((void *)lo, chunk * pg, vec) != 0)
+			return hi;   /* cannot tell: count no deeper than what was seen */
+		for (size_t i = 0; i < chunk; i++)
+			if (vec[i] & 1)
+				return lo + i * pg;
+		lo += chunk * pg;
+	}
+	return hi;
+}
+
+void
+gostack__profile_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, size_t n)
+{
+	uint32_t bit = 1u << gostack__span_index(s, lo);
+	uintptr_t hi = lo + n, deepest;
+
+	atomic_fetch_and_explicit(&s->sampled, ~bit, memory_order_relaxed);
+	if (!gostack__is_small(n)) {
+		deepest = lowest_resident(lo, hi);
+	} else {
+		uintptr_t p = paint_lo(lo, n), end = hi - PAINT_LINE, w = p;
+		uint64_t pat = pattern();
+
+		gostack__tool_read(p, hi - p);   /* Valgrind: the coroutine's dead frames are data here */
+		while (w < end && *(const uint64_t *)(w + PAINT_OFF) == pat)
+			w += PAINT_LINE;
+		deepest = w;   /* end: no painted line changed; the top line is the link's */
+		if (deepest == p && p > lo)
+			deepest = lowest_resident(lo, p);   /* p if none: the top page, all of it */
+		if (deepest == end)
+			deepest = hi;   /* untouched (or only the top 64 bytes) */
+	}
+	size_t depth = hi - deepest;
+	int c = class_of(n);
+	int b = depth == 0 ? 0 : (int)(((uint64_t)depth * GOSTACK_PROFILE_BUCKETS - 1) / n);
+	struct gostack__profile *pr = a->prof;
+
+	atomic_fetch_add_explicit(&pr->cls[c].samples, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&pr->cls[c].hist[b], 1, memory_order_relaxed);
+	uint64_t m = atomic_load_explicit(&pr->cls[c].max, memory_order_relaxed);
+
+	while (depth > m && !atomic_compare_exchange_weak_explicit(&pr->cls[c].max, &m, depth,
+	    memory_order_relaxed, memory_order_relaxed))
+		;
+}
+
+/* The upper bound of the bucket holding the q-quantile (q in 1/1000s). */
+static size_t
+quantile(const gostack_depth_stats_t *d, unsigned q)
+{
+	uint64_t want = (d->samples * q + 999) / 1000, seen = 0;
+
+	for (int i = 0; i < GOSTACK_PROFILE_BUCKETS; i++) {
+		seen += d->hist[i];
+		if (seen >= want && seen != 0) {
+			size_t ub = (size_t)(i + 1) * (d->size / GOSTACK_PROFILE_BUCKETS);
+
+			return ub < d->max ? ub : d->max;
+		}
+	}
+	return d->max;
+}
+
+void
+gostack__profile_stats(gostack_allocator_t *a, gostack_stats_detail_t *out)
+{
+	out->profile = a->profile;
+	for (int c = 0; c < GOSTACK_PROFILE_CLASSES; c++) {
+		gostack_depth_stats_t *d = &out->depth[c];
+
+		d->size = class_size(c);
+		if (a->prof == NULL)
+			continue;
+		d->samples = atomic_load_explicit(&a->prof->cls[c].samples, memory_order_relaxed);
+		d->max = (size_t)atomic_load_explicit(&a->prof->cls[c].max, memory_order_relaxed);
+		uint64_t sum = 0;
+
+		for (int i = 0; i < GOSTACK_PROFILE_BUCKETS; i++)
+			sum += d->hist[i] = atomic_load_explicit(&a->prof->cls[c].hist[i], memory_order_relaxed);
+		d->samples = sum;   /* one snapshot: the quantiles agree with the histogram */
+		d->p50 = quantile(d, 500);
+		d->p99 = quantile(d, 990);
+	}
+}
+
+/* "12 KiB", "1.5 KiB", "640 B", "2 MiB". */
+static void
+human(char *buf, size_t cap, size_t v)
+{
+	if (v >= ((size_t)1 << 20) && v % ((size_t)1 << 20) == 0)
+		snprintf(buf, cap, "%zu MiB", v >> 20);
+	else if (v >= 1024 && v % 1024 == 0)
+		snprintf(buf, cap, "%zu KiB", v >> 10);
+	else if (v >= 1024)
+		snprintf(buf, cap, "%.1f KiB", (double)v / 1024);
+	else
+		snprintf(buf, cap, "%zu B", v);
+}
+
+size_t
+gostack__profile_print(const gostack_stats_detail_t *d, char *buf, size_t cap)
+{
+	size_t n = 0;
+
+	for (int c = 0; c < GOSTACK_PROFILE_CLASSES && n < cap; c++) {
+		const gostack_depth_stats_t *x = &d->depth[c];
+		char sz[32], p99[32], p50[32], mx[32], fit[32], advice[96];
+
+		if (x->samples == 0)
+			continue;
+		human(sz, sizeof sz, x->size);
+		human(p99, sizeof p99, x->p99);
+		human(p50, sizeof p50, x->p50);
+		human(mx, sizeof mx, x->max);
+		size_t good = gostack_good_size(x->p99 != 0 ? x->p99 : 1);
+
+		if (x->max >= x->size)
+			snprintf(advice, sizeof advice, "some reached the bottom: larger stacks may be needed");
+		else if (good < x->size) {
+			human(fit, sizeof fit, good);
+			snprintf(advice, sizeof advice, "%s stacks would do", fit);
+		} else
+			snprintf(advice, sizeof advice, "the size fits");
+		int w = snprintf(buf + n, cap - n, "gostack: %s stacks: p99 depth %s over %llu samples (%s); p50 %s, max %s\n",
+		    sz, p99, (unsigned long long)x->samples, advice, p50, mx);
+		if (w < 0)
+			break;
+		n += (size_t)w < cap - n ? (size_t)w : cap - n - 1;
+	}
+	return n;
+}
