@@ -192,13 +192,14 @@ stackalloc_slow(gostack_allocator_t *a, size_t size)
 
 /*
  * The cached path: a small size, this thread's cache for a, a stack in it.
- * {0, 0}: not here, take the slow path. Two copies are inlined: the plain
+ * false: not here, take the slow path. Two copies are inlined: the plain
  * one (a->fast) and, for an allocator with a depth profile (a->fast_prof),
  * one that counts down to the next sample (profile.c) and leaves the
- * sample to the slow path; the plain one carries nothing of the profile.
+ * sample to the slow path; the plain one carries nothing of the profile
+ * (the second copy sits behind the branch the plain path already takes).
  */
-static inline __attribute__((always_inline)) gostack_t
-cached_alloc(gostack_allocator_t *a, size_t size, bool prof)
+static inline __attribute__((always_inline)) bool
+cached_alloc(gostack_allocator_t *a, size_t size, bool prof, gostack_t *out)
 {
 	size_t n = gostack__round2(size);
 	int order = gostack__order(n);
@@ -213,7 +214,7 @@ cached_alloc(gostack_allocator_t *a, size_t size, bool prof)
 
 			if (prof) {
 				if (gostack__unlikely(t->prof_left <= 1))
-					return (gostack_t){ 0, 0 };   /* this one may be the sample */
+					return false;   /* this one may be the sample */
 				t->prof_left--;
 			}
 			c->list = x->next;
@@ -222,27 +223,24 @@ cached_alloc(gostack_allocator_t *a, size_t size, bool prof)
 			    atomic_load_explicit(&c->size, memory_order_relaxed) - n, memory_order_relaxed);
 			gostack__count(&t->st.allocs[order], 1);
 			gostack__tool_alloc_fast(hi - n, n);
-			return (gostack_t){ hi - n, hi };
+			*out = (gostack_t){ hi - n, hi };
+			return true;
 		}
 	}
-	return (gostack_t){ 0, 0 };
+	return false;
 }
 
 gostack_t
 gostack_allocator_alloc(gostack_allocator_t *a, size_t size)
 {
-	if (gostack__likely(a != NULL && size - 1 < GOSTACK__SMALL_LIMIT / 2)) {
-		gostack_t r;
+	gostack_t r;
 
-		if (gostack__likely(a->fast)) {
-			r = cached_alloc(a, size, false);
-			if (gostack__likely(r.lo != 0))
-				return r;
-		} else if (a->fast_prof) {
-			r = cached_alloc(a, size, true);
-			if (gostack__likely(r.lo != 0))
-				return r;
-		}
+	if (gostack__likely(a != NULL && size - 1 < GOSTACK__SMALL_LIMIT / 2 && a->fast)) {
+		if (gostack__likely(cached_alloc(a, size, false, &r)))
+			return r;
+	} else if (a != NULL && a->fast_prof && size - 1 < GOSTACK__SMALL_LIMIT / 2) {
+		if (cached_alloc(a, size, true, &r))
+			return r;
 	}
 	return stackalloc_slow(a, size);
 }
@@ -292,6 +290,7 @@ check_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 static __attribute__((noinline)) void
 stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 {
+	gostack__deferred_poke();
 	if (lo == 0 && hi == 0)
 		return;
 	if (gostack__unlikely(a == NULL))
@@ -400,24 +399,28 @@ cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi, bool prof)
 	return false;
 }
 
+/* Whether a free of [lo, hi) can take a cached path at all. */
+static inline bool
+cacheable(uintptr_t lo, uintptr_t hi)
+{
+	size_t n = hi - lo;
+
+	return n - GOSTACK_MIN_SIZE < GOSTACK__SMALL_LIMIT / 2 && gostack__is_pow2(n) && (lo & (n - 1)) == 0;
+}
+
 void
 gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
 {
 	uintptr_t lo = stk.lo, hi = stk.hi;
-	size_t n = hi - lo;
 
-	if (gostack__likely(n - GOSTACK_MIN_SIZE < GOSTACK__SMALL_LIMIT / 2 && gostack__is_pow2(n) &&
-	    (lo & (n - 1)) == 0 && a != NULL)) {
-		if (gostack__likely(a->fast)) {
-			if (gostack__likely(cached_free(a, lo, hi, false)))
-				return;
-		} else if (a->fast_prof) {
-			if (gostack__likely(cached_free(a, lo, hi, true)))
-				return;
-		}
+	if (gostack__likely(cacheable(lo, hi) && a != NULL && a->fast)) {
+		if (gostack__likely(cached_free(a, lo, hi, false)))
+			return;
+	} else if (a != NULL && a->fast_prof) {
+		if (cacheable(lo, hi) && cached_free(a, lo, hi, true))
+			return;
 	}
-	gostack__deferred_poke();
-	stackfree_slow(a, lo, hi);
+	stackfree_slow(a, lo, hi);   /* a tail call: the path above stays a leaf */
 }
 
 /* ---- frees by lo alone, and frees that wait ------------------------------ */
