@@ -26,12 +26,17 @@
  *     keep: the stack was free). At free, the paint is scanned from its
  *     bottom: the first word changed gives the depth to 64 bytes. If the
  *     paint's lowest word changed too, the coroutine went below the top
- *     page: mincore() over the pages below finds the lowest resident one,
- *     which only the coroutine can have touched since the handout's
- *     MADV_DONTNEED (page granularity).
+ *     page: mincore() over the pages below finds how far the run of
+ *     resident pages goes down from it, pages only the coroutine can have
+ *     touched since the handout's MADV_DONTNEED (page granularity).
  *   - Large stacks. Nothing of gostack's lives in them and their top page
  *     may not be resident, so nothing is painted: the whole stack is given
- *     back at handout and mincore() at free finds the lowest resident page.
+ *     back at handout and mincore() at free finds how far the run of
+ *     resident pages goes down from hi.
+ * Depth is the run from the top: frames are pushed contiguously from hi
+ * down, so a write far below it with untouched pages between (a canary at
+ * lo, which examples/http_demo.c writes) does not count, and a frame that
+ * leaves a whole page untouched ends the count there.
  * Painting writes only a page that is already resident, and MADV_DONTNEED
  * only lowers RSS, so an untouched sampled stack costs no more memory than
  * an unsampled one (tests/test_profile.c holds RSS to it). A coroutine
@@ -154,24 +159,29 @@ gostack__profile_handout(struct gostack__span *s, uintptr_t lo, size_t n)
 		gostack__os_decommit((void *)lo, p - lo);
 }
 
-/* The lowest resident page of [lo, hi) (page-aligned), or hi if none. */
+/* The bottom of the run of resident pages that ends at hi (page-aligned):
+ * the frames a coroutine pushed from the top down. A write far below it
+ * with untouched pages between (a canary at lo, as examples/http_demo.c
+ * writes) is not depth; hi if the page below hi is not resident. */
 static uintptr_t
-lowest_resident(uintptr_t lo, uintptr_t hi)
+resident_run_down(uintptr_t lo, uintptr_t hi)
 {
 	size_t pg = gostack__os_page();
 	unsigned char vec[4096];
+	uintptr_t top = hi;
 
-	while (lo < hi) {
-		size_t pages = (hi - lo) / pg, chunk = pages < sizeof vec ? pages : sizeof vec;
+	while (top > lo) {
+		size_t pages = (top - lo) / pg, chunk = pages < sizeof vec ? pages : sizeof vec;
+		uintptr_t base = top - chunk * pg;
 
-		if (gostack__os_resident((void *)lo, chunk * pg, vec) != 0)
-			return hi;   /* cannot tell: count no deeper than what was seen */
-		for (size_t i = 0; i < chunk; i++)
-			if (vec[i] & 1)
-				return lo + i * pg;
-		lo += chunk * pg;
+		if (gostack__os_resident((void *)base, chunk * pg, vec) != 0)
+			return top;   /* cannot tell: count no deeper than what was seen */
+		for (size_t i = chunk; i-- > 0;)
+			if (!(vec[i] & 1))
+				return base + (i + 1) * pg;
+		top = base;
 	}
-	return hi;
+	return lo;
 }
 
 void
@@ -182,7 +192,7 @@ gostack__profile_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t
 
 	atomic_fetch_and_explicit(&s->sampled, ~bit, memory_order_relaxed);
 	if (!gostack__is_small(n)) {
-		deepest = lowest_resident(lo, hi);
+		deepest = resident_run_down(lo, hi);
 	} else {
 		uintptr_t p = paint_lo(lo, n), end = hi - PAINT_LINE, w = p;
 		uint64_t pat = pattern();
@@ -192,7 +202,7 @@ gostack__profile_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t
 			w += PAINT_LINE;
 		deepest = w;   /* end: no painted line changed; the top line is the link's */
 		if (deepest == p && p > lo)
-			deepest = lowest_resident(lo, p);   /* p if none: the top page, all of it */
+			deepest = resident_run_down(lo, p);   /* p if none: the top page, all of it */
 		if (deepest == end)
 			deepest = hi;   /* untouched (or only the top 64 bytes) */
 	}
@@ -280,7 +290,9 @@ gostack__profile_print(const gostack_stats_detail_t *d, char *buf, size_t cap)
 		human(mx, sizeof mx, x->max);
 		size_t good = gostack_good_size(x->p99 != 0 ? x->p99 : 1);
 
-		if (x->max >= x->size)
+		if (x->max == 0)
+			snprintf(advice, sizeof advice, "none was used: freed before anything ran on them");
+		else if (x->max >= x->size)
 			snprintf(advice, sizeof advice, "some reached the bottom: larger stacks may be needed");
 		else if (good < x->size) {
 			human(fit, sizeof fit, good);

@@ -6,6 +6,8 @@
  *                    max, p50 and p99 are the depth, to 64 bytes within the
  *                    top page of a small stack, to the page below it and in
  *                    large stacks
+ *   canary           a word written at lo (an overflow canary) below
+ *                    untouched pages is not depth
  *   on_coroutine     the same with the depth reached by a real coroutine
  *                    (ucontext, a call chain of known frames)
  *   untouched_rss    sampled stacks never touched cost no more RSS than
@@ -339,4 +341,28 @@ TEST(off)
 	CHECK_EQ(gostack_allocator_delete(a), 0);
 }
 
-TEST_MAIN(T(known_depth), T(on_coroutine), T(untouched_rss), T(sampling_rate), T(advice), T(off))
+/* A canary at lo (coroutine libraries write one to catch overflows) with
+ * untouched pages between it and the frames is not depth. */
+TEST(canary)
+{
+	size_t sizes[] = { 8 * KiB, 16 * KiB, 64 * KiB, 1 * MiB };
+
+	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+		gostack_allocator_t *a = profiled(1);
+		gostack_stats_detail_t d;
+		gostack_t s = gostack_allocator_alloc(a, sizes[i]);
+
+		REQUIRE(s.lo != 0);
+		*(volatile uint64_t *)s.lo = 0xdeadbeefcafef00dull;
+		use(s, 5000);   /* past the top page of an 8 KiB stack: one page below it */
+		gostack_allocator_free(a, s);
+		gostack_allocator_stats_detail(a, &d);
+		size_t want = sizes[i] == 8 * KiB ? 8 * KiB : expected(sizes[i], 5000);
+
+		CHECK_EQ(class_of(&d, sizes[i])->max, want);
+		gostack_thread_flush();
+		CHECK_EQ(gostack_allocator_delete(a), 0);
+	}
+}
+
+TEST_MAIN(T(known_depth), T(canary), T(on_coroutine), T(untouched_rss), T(sampling_rate), T(advice), T(off))
