@@ -123,6 +123,9 @@ gostack_allocator_new(const gostack_config_t *cfg)
 	if (cfg->name != NULL)
 		memcpy(a->name, cfg->name, strlen(cfg->name) + 1);
 	a->debug = cfg->debug || gostack__opt(GOSTACK__OPT_DEBUG) != 0;
+	/* Debug mode keeps every free stack on lists linked through it, where
+	 * its checks read the links: no per-CPU tier (pointer arrays). */
+	a->percpu = !cfg->no_percpu && !a->debug && gostack__opt(GOSTACK__OPT_PERCPU) != 0;
 	if (cfg->guard_size != 0) {
 		a->page = gostack__os_page();
 		a->guard = (cfg->guard_size + a->page - 1) & ~(a->page - 1);

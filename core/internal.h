@@ -289,6 +289,7 @@ struct gostack_allocator {
 	bool fast_prof;              /* the same but for a profile: the inline cached paths with
 	                                the sample countdown (stack.c) */
 	unsigned profile;            /* one in N sampled for the depth profile; 0: off */
+	bool percpu;                 /* asks the lock-free pools for their per-CPU tier */
 	struct gostack__profile *prof;   /* profile.c's counters, when profile != 0 */
 	bool is_default;
 	gostack_backend_t backend;

@@ -35,6 +35,8 @@ const struct gostack__option_row gostack__option_table[GOSTACK__OPT_COUNT] = {
 	    "leave stack memory eligible for transparent huge pages (see below)", false },
 	[GOSTACK__OPT_PROFILE] = { "GOSTACK_PROFILE", GOSTACK__OPT_INT, 0, 0, 1 << 30, "0",
 	    "integer N, 0..2^30", "depth profile of every allocator that leaves config.profile 0: one stack in N (0: off; see below)", false },
+	[GOSTACK__OPT_PERCPU] = { "GOSTACK_PERCPU", GOSTACK__OPT_BOOL, 1, 0, 1, "1", BOOL_VALUES,
+	    "the lock-free pools' per-CPU tier (rseq); 0 turns it off in every allocator (see below)", false },
 	[GOSTACK__OPT_TEST_YIELD] = { "GOSTACK_TEST_YIELD", GOSTACK__OPT_INT, 0, 0, 1000000000, "0",
 	    "integer N", "test builds only: a sched_yield() in one of N lock-free pop windows", true },
 };
@@ -52,6 +54,9 @@ const struct gostack__tunable_row gostack__tunable_table[] = {
 	    "the scavenger's shortest period (ms)" },
 	{ "GOSTACK__SCAV_PERIOD_MAX_MS", GOSTACK__SCAV_PERIOD_MAX_MS, "1000",
 	    "the scavenger's longest period (ms)" },
+	{ "GOSTACK__PCPU_BIN_BYTES", (long long)GOSTACK__PCPU_BIN_BYTES, "128 KiB",
+	    "free stacks one CPU's per-CPU bin of one order holds at most (lock-free pools)" },
+	{ "GOSTACK__PCPU_SLOTS", GOSTACK__PCPU_SLOTS, "64", "slots of a per-CPU bin (the 2 KiB order uses all)" },
 	{ "GOSTACK__SCAV_EXIT_WAIT_MS", GOSTACK__SCAV_EXIT_WAIT_MS, "1000",
 	    "at exit, the longest wait for the scavenger thread to be joined (ms)" },
 };

@@ -31,6 +31,10 @@
 /* The scavenger's period bounds: a pass every max(MIN, min(MAX, decay / 2)). */
 #define GOSTACK__SCAV_PERIOD_MIN_MS 10
 #define GOSTACK__SCAV_PERIOD_MAX_MS 1000
+/* The lock-free per-CPU tier (lockfree/percpu.c): bytes of free stacks one
+ * CPU's bin of one order holds at most, and the slots of a bin. */
+#define GOSTACK__PCPU_BIN_BYTES ((size_t)128 << 10)
+#define GOSTACK__PCPU_SLOTS 64
 /* At exit, how long the destructor waits for the scavenger to finish a pass
  * and be joined. */
 #define GOSTACK__SCAV_EXIT_WAIT_MS 1000
@@ -46,6 +50,7 @@ enum gostack__opt {
 	GOSTACK__OPT_DEBUG,       /* bool: debug mode in every allocator */
 	GOSTACK__OPT_THP,         /* bool: leave stack memory to transparent huge pages */
 	GOSTACK__OPT_PROFILE,     /* int: depth profile, one stack in N, for every allocator leaving it 0 */
+	GOSTACK__OPT_PERCPU,      /* bool: the lock-free per-CPU tier (0: off in every allocator) */
 	GOSTACK__OPT_TEST_YIELD,  /* int, test builds only: lfstack.c's yield injection */
 	GOSTACK__OPT_COUNT
 };

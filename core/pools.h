@@ -65,6 +65,8 @@ struct gostack__pools_ops {
 	 * stackLarge's. */
 	size_t (*pooled_bytes)(void *p, const struct gostack__tstat *sum,
 	    size_t per_class[GOSTACK_NUM_ORDERS + 1]);
+	/* Of those, the bytes in a per-CPU tier (may be NULL: none). */
+	size_t (*percpu_bytes)(void *p);
 	/* Give idle memory back to the heap; returns the bytes. stackLarge:
 	 * spans idle since before `now` (stamped decay_at = now + decay_ms by
 	 * the first call that sees them). sweep: pool spans whose stacks are

@@ -29,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS = ["pair_2KiB", "pair_4KiB", "pair_8KiB", "pair_16KiB", "pair_64KiB", "pair_256KiB",
              "pair_1024KiB", "hold", "handoff", "server", "spawn", "churn"]
 CONTESTANTS = ["gostack-lockfree", "gostack-mutex", "gostack-lockfree-nocache", "gostack-mutex-nocache",
+               "gostack-lockfree-nopercpu",
                "glibc", "jemalloc", "tcmalloc", "mimalloc", "mmap", "boost-pooled", "boost-protected"]
 PRELOAD_SONAME = {"jemalloc": "libjemalloc.so.2", "tcmalloc": "libtcmalloc_minimal.so.4",
                   "mimalloc": "libmimalloc.so.2"}

@@ -25,6 +25,7 @@ STYLE = {
     "gostack-mutex": ("#e8710a", "-", "s"),
     "gostack-lockfree-nocache": ("#1f4fd1", "--", "o"),
     "gostack-mutex-nocache": ("#e8710a", "--", "s"),
+    "gostack-lockfree-nopercpu": ("#1f4fd1", ":", "o"),
     "glibc": ("#555555", "-", "^"),
     "jemalloc": ("#2ca02c", "-", "v"),
     "tcmalloc": ("#d62728", "-", "D"),
@@ -159,7 +160,8 @@ def plot_ratio(out, data, idx, made, only=None):
     meta = data["meta"]
     pairs = [("gostack-lockfree", "gostack-mutex", "lock-free / mutex"),
              ("gostack-mutex-nocache", "gostack-mutex", "mutex backend: no cache / cache"),
-             ("gostack-lockfree-nocache", "gostack-lockfree", "lock-free backend: no cache / cache")]
+             ("gostack-lockfree-nocache", "gostack-lockfree", "lock-free backend: no cache / cache"),
+             ("gostack-lockfree", "gostack-lockfree-nopercpu", "lock-free: per-CPU tier on / off")]
     present = {k[2] for k in idx}
     panels = [p for p in pairs if p[1] in present and (p[0] in present or p[0] == "gostack-lockfree")]
     if not panels:

@@ -94,6 +94,8 @@ typedef struct gostack_config {
 	unsigned profile;              /* depth profile: one stack in this many (on average) has its
 	                                  deepest use measured between handout and free; 0: off
 	                                  (GOSTACK_PROFILE=N for every allocator that leaves it 0) */
+	bool no_percpu;                /* lock-free pools without their per-CPU tier (also
+	                                  GOSTACK_PERCPU=0 for every allocator) */
 } gostack_config_t;
 
 #define GOSTACK_NAME_MAX 31
@@ -148,6 +150,8 @@ typedef struct gostack_stats_detail {
 	uint64_t heap_released_bytes;  /* process-wide, since start: stack memory given back to the OS
 	                                  (decay, reclaim and the heap's retain bound; madvise or munmap) */
 	unsigned profile;              /* effective one-in-N sampling; 0: off */
+	bool percpu;                   /* the lock-free per-CPU tier runs (rseq available, not off) */
+	size_t percpu_bytes;           /* of pooled_bytes, the free stacks held in per-CPU bins */
 	gostack_depth_stats_t depth[GOSTACK_PROFILE_CLASSES];   /* all 0 while off */
 } gostack_stats_detail_t;
 

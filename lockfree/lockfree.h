@@ -172,6 +172,7 @@ struct gostack__lf_pools {
 	_Alignas(GOSTACK__PAD) pthread_mutex_t sweep_lock[GOSTACK_NUM_ORDERS];
 	gostack_allocator_t *a;
 	uint32_t decay_pass;   /* the scavenger's sweeping passes (decay_lock); starts at 1 */
+	struct gostack__pcpu *pcpu;   /* the per-CPU tier, or NULL (percpu.c) */
 };
 
 GOSTACK__HIDDEN struct gostack__span *gostack__lf_large_get(void *p, unsigned log2npages);
@@ -179,5 +180,50 @@ GOSTACK__HIDDEN void gostack__lf_large_put(void *p, struct gostack__span *s);
 /* Spans idle on stackLarge since before now back to the heap
  * (GOSTACK__RELEASE_ALL: all of them); returns the bytes. */
 GOSTACK__HIDDEN size_t gostack__lf_large_release(struct gostack__lf_pools *lp, uint64_t now);
+
+/* ---- percpu.c: the per-CPU tier (its correctness argument is there) ------ */
+
+/* One CPU's bin of one order: written only by CSs on that CPU, or by the
+ * drainer while the CPU is stopped. slot[0 .. count) are free stacks
+ * (their gclinks); count <= the order's cap. */
+struct gostack__pcpu_bin {
+	uint32_t count;
+	struct gostack__gclink *slot[GOSTACK__PCPU_SLOTS];
+} __attribute__((aligned(64)));
+
+struct gostack__pcpu_cpu {
+	_Atomic uint32_t stopped;                  /* written by the drainer only; read inside every CS */
+	uint32_t seen[GOSTACK_NUM_ORDERS];         /* the drainer's last look at each count (decay) */
+	struct gostack__pcpu_bin bin[GOSTACK_NUM_ORDERS];
+} __attribute__((aligned(64)));
+
+struct gostack__pcpu {
+	int ncpu;                                  /* possible CPU ids 0 .. ncpu - 1 */
+	size_t bytes;                              /* of this mapping */
+	uint32_t cap[GOSTACK_NUM_ORDERS];          /* slots used per order: GOSTACK__PCPU_BIN_BYTES / size */
+	pthread_mutex_t drain_lock;                /* one drainer at a time */
+	struct gostack__pcpu_cpu cpu[] __attribute__((aligned(64)));
+};
+
+/* Whether rseq (glibc's registration) and the membarrier rseq fence work
+ * here; probed once. */
+GOSTACK__HIDDEN bool gostack__pcpu_available(void);
+/* A tier for one allocator, or NULL (unavailable, or no memory: run without). */
+GOSTACK__HIDDEN struct gostack__pcpu *gostack__pcpu_create(void);
+GOSTACK__HIDDEN void gostack__pcpu_destroy(struct gostack__pcpu *pc);
+/* Up to n stacks of this CPU's bin onto the chain *head; how many. */
+GOSTACK__HIDDEN size_t gostack__pcpu_pop(struct gostack__pcpu *pc, int order, size_t n, struct gostack__gclink **head);
+/* The chain first..last into this CPU's bin; returns what did not fit (its
+ * first link; it ends at last), or NULL. */
+GOSTACK__HIDDEN struct gostack__gclink *gostack__pcpu_push(struct gostack__pcpu *pc, int order,
+    struct gostack__gclink *first, struct gostack__gclink *last);
+/* Every CPU's bins (all) or the ones unchanged since the previous drain
+ * (decay) to put(arg, order, first, last); decay_lock held. Bytes moved. */
+GOSTACK__HIDDEN size_t gostack__pcpu_drain(struct gostack__pcpu *pc, bool all,
+    void (*put)(void *, int, struct gostack__gclink *, struct gostack__gclink *), void *arg);
+/* Bytes in the bins (relaxed snapshot), per order and in all. */
+GOSTACK__HIDDEN size_t gostack__pcpu_bytes(const struct gostack__pcpu *pc, size_t per_order[GOSTACK_NUM_ORDERS]);
+GOSTACK__HIDDEN void gostack__pcpu_fork_prepare(struct gostack__pcpu *pc);
+GOSTACK__HIDDEN void gostack__pcpu_fork_parent(struct gostack__pcpu *pc);
 
 #endif /* GOSTACK_LOCKFREE_H */

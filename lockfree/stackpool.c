@@ -188,6 +188,13 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 	size_t size = gostack__order_size(order), got = 0;
 	struct gostack__gclink *head = NULL;
 
+	if (lp->pcpu != NULL) {   /* this CPU's bin first (percpu.c) */
+		got = gostack__pcpu_pop(lp->pcpu, order, n, &head);
+		if (got == n) {
+			*list = head;
+			return got;
+		}
+	}
 	for (bool swept = false;; swept = true) {
 		got += pop_onto(l, n - got, &head);
 		if (got == n) {
@@ -239,7 +246,27 @@ lf_pool_put(void *p, int order, struct gostack__gclink *first, struct gostack__g
 {
 	struct gostack__lf_pools *lp = p;
 
+	if (lp->pcpu != NULL && (first = gostack__pcpu_push(lp->pcpu, order, first, last)) == NULL)
+		return;   /* all in this CPU's bin (percpu.c) */
 	gostack__lf_push_chain(&lp->stackpool[order].stack, (ck_stack_entry_t *)first, (ck_stack_entry_t *)last);
+}
+
+/* A per-CPU bin drained: to the global pool. */
+static void
+put_global(void *p, int order, struct gostack__gclink *first, struct gostack__gclink *last)
+{
+	struct gostack__lf_pools *lp = p;
+
+	gostack__lf_push_chain(&lp->stackpool[order].stack, (ck_stack_entry_t *)first, (ck_stack_entry_t *)last);
+}
+
+static size_t
+lf_percpu_bytes(void *p)
+{
+	struct gostack__lf_pools *lp = p;
+	size_t per[GOSTACK_NUM_ORDERS];
+
+	return lp->pcpu != NULL ? gostack__pcpu_bytes(lp->pcpu, per) : (size_t)-1;
 }
 
 static void *
@@ -252,6 +279,8 @@ lf_create(gostack_allocator_t *a)
 	gostack__rcu_setup();
 	lp->a = a;
 	lp->decay_pass = 1;
+	if (a->percpu)
+		lp->pcpu = gostack__pcpu_create();   /* NULL: no rseq here (percpu.c) */
 	for (int i = 0; i < GOSTACK_NUM_ORDERS; i++) {
 		ck_stack_init(&lp->stackpool[i].stack);
 		/* A non-NULL generation: ck's `generation + 1` on a NULL char *
@@ -305,6 +334,11 @@ lf_release(void *p, uint64_t now, bool sweep_due)
 		return bytes;
 	uint32_t pass = all ? 0 : ++lp->decay_pass;
 
+	/* Per-CPU bins that sat idle since the last sweep (all of them for
+	 * reclaim) go to the global pools first, where the sweep finds them. */
+	if (lp->pcpu != NULL)
+		(void)gostack__pcpu_drain(lp->pcpu, all, put_global, lp);
+
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
 		if (atomic_load_explicit(&lp->carved[o], memory_order_relaxed) == 0)
 			continue;
@@ -329,6 +363,7 @@ lf_destroy(void *p)
 		gostack__throw("destroying lock-free pools with stackLarge not empty");
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
 		pthread_mutex_destroy(&lp->sweep_lock[o]);
+	gostack__pcpu_destroy(lp->pcpu);
 	gostack__meta_free(lp, sizeof *lp);
 }
 
@@ -341,6 +376,8 @@ lf_check(void *p)
 {
 	struct gostack__lf_pools *lp = p;
 
+	if (lp->pcpu != NULL)   /* the bins' stacks are checked on the global pools */
+		(void)gostack__pcpu_drain(lp->pcpu, true, put_global, lp);
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
 		size_t size = gostack__order_size(o);
 		struct gostack__gclink *x, *last = NULL;
@@ -380,6 +417,7 @@ lf_fork_prepare(void *p)
 
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
 		pthread_mutex_lock(&lp->sweep_lock[o]);
+	gostack__pcpu_fork_prepare(lp->pcpu);
 }
 
 static void
@@ -387,6 +425,7 @@ lf_fork_parent(void *p)
 {
 	struct gostack__lf_pools *lp = p;
 
+	gostack__pcpu_fork_parent(lp->pcpu);
 	for (int o = GOSTACK_NUM_ORDERS - 1; o >= 0; o--)
 		pthread_mutex_unlock(&lp->sweep_lock[o]);
 }
@@ -402,6 +441,7 @@ const struct gostack__pools_ops gostack__lockfree_pools = {
 	.pooled_bytes = lf_pooled_bytes,
 	.release = lf_release,
 	.check = lf_check,
+	.percpu_bytes = lf_percpu_bytes,
 	.fork_prepare = lf_fork_prepare,
 	.fork_parent = lf_fork_parent,
 	.global_fork_prepare = gostack__rcu_fork_prepare,

@@ -24,6 +24,12 @@
 #               -> abi.old_header (test_abi_old) must fail
 #   no-join     the scavenger not stopped and joined at exit (a patched
 #               copy) -> tools.valgrind must report its thread's leak
+#   no-fence    the per-CPU tier's drain without its membarrier fence (a
+#               patched copy): a CS in flight on the drained CPU commits
+#               after the drainer read the bin -> lockfree.percpu must fail
+#   no-cpu-check the per-CPU CS without its CPU compare (a patched copy): a
+#               thread migrated between reading the CPU and the CS writes
+#               another CPU's bin -> lockfree.percpu must fail
 #   stale-depth the depth profile not giving a sampled stack's lower pages
 #               back at handout (a patched copy): a previous, deeper use
 #               shows in the sample -> profile.* (known_depth) must fail
@@ -90,6 +96,16 @@ try reachable "$work/reachable" test_lockfree --backend lockfree --scale 1 recla
 cmake -S "$root" -B "$work/nocompat" -DGOSTACK_TEST_NO_COMPAT=ON -DGOSTACK_BUILD_HARNESS=OFF -DGOSTACK_BUILD_EXAMPLES=OFF >/dev/null &&
 	cmake --build "$work/nocompat" -j2 --target test_abi_old >/dev/null || exit 2
 LD_LIBRARY_PATH="$work/nocompat" try no-compat "$work/nocompat" test_abi_old
+
+patched nofence lockfree/percpu.c \
+	's|if (syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, c) != 0 \&\&|if (0 /* BROKEN */ \&\& syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, c) != 0 \&\&|' \
+	"BROKEN" test_lockfree
+try no-fence "$work/nofence" test_lockfree --backend lockfree --scale 1 percpu
+
+patched nocpu lockfree/percpu.c \
+	's|"cmpl %\[cpu\], 4(%\[rs\])\\n\\t" \\|"/* BROKEN: no CPU compare */\\n\\t" \\|; /"jnz 4f\\n\\t" \\/d' \
+	"BROKEN" test_lockfree
+try no-cpu-check "$work/nocpu" test_lockfree --backend lockfree --scale 1 percpu
 
 patched staledepth core/profile.c \
 	's|^\t\tgostack__os_decommit((void \*)lo, p - lo);|\t\t(void)0; /* BROKEN */|; s|^\t\tgostack__os_decommit((void \*)lo, n);|\t\t(void)0; /* BROKEN */|' \

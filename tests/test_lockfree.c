@@ -16,10 +16,21 @@
  *                    stamped: built with GOSTACK_TEST_UNSAFE_POP (a
  *                    single-width CAS, ABA-prone) it must see a stack owned
  *                    twice or crash.
- * Both must pass on the real code.
+ *   percpu           the per-CPU tier (lockfree/percpu.c) under fire: no-cache
+ *                    churners (every operation goes through the tier) on
+ *                    stamped stacks, a migrator re-pinning them to random
+ *                    CPUs, a signaller interrupting them (each signal aborts
+ *                    a critical section in flight), and a drainer (reclaim:
+ *                    stop, membarrier fence, empty) all at once; yields
+ *                    injected between reading the CPU and the CS. A stack
+ *                    in two bins, or in a bin and handed out, shows as a
+ *                    stamp overwritten or stats out of balance.
+ * All must pass on the real code.
  */
+#define _GNU_SOURCE 1   /* pthread_setaffinity_np, CPU_SET */
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
@@ -85,15 +96,44 @@ retirer(void *arg)
 	return NULL;
 }
 
+static _Atomic long migrations, signals;
+static pthread_t workers[32];
+static int nworkers;
+
+static void on_usr1(int sig) { (void)sig; }
+
+/* Re-pins a random worker to a random CPU, and signals another, in a loop. */
+static void *
+harasser(void *arg)
+{
+	uint64_t rng = 12345;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	(void)arg;
+	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET((int)(test_rand(&rng) % (uint64_t)(ncpu > 0 ? ncpu : 1)), &set);
+		if (pthread_setaffinity_np(workers[test_rand(&rng) % (uint64_t)nworkers], sizeof set, &set) == 0)
+			atomic_fetch_add_explicit(&migrations, 1, memory_order_relaxed);
+		if (pthread_kill(workers[test_rand(&rng) % (uint64_t)nworkers], SIGUSR1) == 0)
+			atomic_fetch_add_explicit(&signals, 1, memory_order_relaxed);
+		usleep(50);
+	}
+	return NULL;
+}
+
 static void
-run(bool with_retirer, double seconds)
+run_with(bool with_retirer, double seconds, bool no_cache, bool harass)
 {
 	int nw = test_sanitized() ? 6 : 12;
-	pthread_t w[32], r;
+	pthread_t *w = workers, r, h;
 	gostack_config_t cfg = test_cfg;
 	gostack_stats_t st;
 
-	cfg.no_cache = false;   /* refill and flush: batch pops and chain pushes */
+	nworkers = nw;
+	cfg.no_cache = no_cache;   /* false: refill and flush (batch pops and chain pushes) */
 	A = gostack_allocator_new(&cfg);
 	REQUIRE(A != NULL);
 	atomic_store(&stop, 0);
@@ -104,6 +144,15 @@ run(bool with_retirer, double seconds)
 		pthread_create(&w[i], NULL, churner, (void *)(uintptr_t)(i + 1));
 	if (with_retirer)
 		pthread_create(&r, NULL, retirer, NULL);
+	if (harass) {
+		struct sigaction sa;
+
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = on_usr1;
+		sa.sa_flags = SA_RESTART;
+		sigaction(SIGUSR1, &sa, NULL);
+		pthread_create(&h, NULL, harasser, NULL);
+	}
 	double t0 = now();
 
 	while (now() - t0 < seconds)
@@ -113,6 +162,8 @@ run(bool with_retirer, double seconds)
 		pthread_join(w[i], NULL);
 	if (with_retirer)
 		pthread_join(r, NULL);
+	if (harass)
+		pthread_join(h, NULL);
 	gostack_allocator_stats(A, &st);
 	printf("     %d threads, %.1f s: %ld stacks, %ld sweeps, %ld corrupt\n", nw, seconds,
 	    atomic_load(&ops), atomic_load(&sweeps), atomic_load(&corrupt));
@@ -124,6 +175,61 @@ run(bool with_retirer, double seconds)
 	gostack_allocator_stats(A, &st);
 	CHECK_EQ(st.mapped_bytes, 0);
 	CHECK_EQ(gostack_allocator_delete(A), 0);
+}
+
+static void
+run(bool with_retirer, double seconds)
+{
+	run_with(with_retirer, seconds, false, false);
+}
+
+TEST(percpu)
+{
+	gostack_config_t cfg = test_cfg;
+	gostack_stats_detail_t d;
+
+	cfg.no_cache = true;
+	gostack_allocator_t *probe = gostack_allocator_new(&cfg);
+
+	REQUIRE(probe != NULL);
+	gostack_allocator_stats_detail(probe, &d);
+	CHECK_EQ(gostack_allocator_delete(probe), 0);
+	if (!d.percpu) {
+		test_skip("no per-CPU tier here (rseq off or unavailable)");
+		return;
+	}
+	atomic_store(&migrations, 0);
+	atomic_store(&signals, 0);
+	run_with(true, 2.0 * test_scale, true, true);    /* every operation through the tier */
+	run_with(true, 1.0 * test_scale, false, true);   /* refills and releases through it */
+	printf("     %ld migrations, %ld signals\n", atomic_load(&migrations), atomic_load(&signals));
+	CHECK(atomic_load(&migrations) > 0);
+}
+
+/* The tier is on exactly where rseq is: GLIBC_TUNABLES=glibc.pthread.rseq=0
+ * (ctest's *.norseq) or GOSTACK_PERCPU=0 turn it off, and the pools still
+ * work (the other tests run there too). */
+TEST(percpu_state)
+{
+	gostack_config_t cfg = test_cfg;
+	gostack_stats_detail_t d;
+	const char *tun = getenv("GLIBC_TUNABLES"), *pc = getenv("GOSTACK_PERCPU");
+	bool off = (tun != NULL && strstr(tun, "glibc.pthread.rseq=0") != NULL) || (pc != NULL && strcmp(pc, "0") == 0);
+
+	gostack_allocator_t *a = gostack_allocator_new(&cfg);
+
+	REQUIRE(a != NULL);
+	gostack_allocator_stats_detail(a, &d);
+	printf("     per-CPU tier: %s (expected %s)\n", d.percpu ? "on" : "off", off ? "off" : "on");
+	CHECK_EQ(d.percpu, !off);
+	cfg.no_percpu = true;
+	gostack_allocator_t *b = gostack_allocator_new(&cfg);
+
+	REQUIRE(b != NULL);
+	gostack_allocator_stats_detail(b, &d);
+	CHECK_EQ(d.percpu, 0);
+	CHECK_EQ(gostack_allocator_delete(a), 0);
+	CHECK_EQ(gostack_allocator_delete(b), 0);
 }
 
 TEST(reclaim_torture)
@@ -138,4 +244,4 @@ TEST(aba)
 	run(false, 2.0 * test_scale);
 }
 
-TEST_MAIN(T(reclaim_torture), T(aba))
+TEST_MAIN(T(reclaim_torture), T(aba), T(percpu), T(percpu_state))

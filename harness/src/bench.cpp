@@ -684,6 +684,7 @@ static void register_all() {
 	consider_gostack<GostackMutex>();
 	consider_gostack<GostackLockfreeNocache>();
 	consider_gostack<GostackMutexNocache>();
+	consider_gostack<GostackLockfreeNopercpu>();
 	register_contestant<Glibc>("malloc");
 	register_contestant<Jemalloc>("malloc");
 	register_contestant<Tcmalloc>("malloc");

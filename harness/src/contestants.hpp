@@ -56,7 +56,8 @@ inline std::string check_malloc(const char* needs, const char* who) {
 
 // ---------------------------------------------------------------- gostack
 
-inline const char* gostack_label(gostack_backend_t b, bool nocache) {
+inline const char* gostack_label(gostack_backend_t b, bool nocache, bool nopercpu = false) {
+	if (b == GOSTACK_BACKEND_LOCKFREE && nopercpu) return "gostack-lockfree-nopercpu";
 	if (b == GOSTACK_BACKEND_LOCKFREE) return nocache ? "gostack-lockfree-nocache" : "gostack-lockfree";
 	return nocache ? "gostack-mutex-nocache" : "gostack-mutex";
 }
@@ -74,13 +75,15 @@ inline int gostack_probe(gostack_backend_t b, bool nocache) {
 	return 0;
 }
 
-template <gostack_backend_t B, bool NoCache>
+// NoPercpu: the lock-free pools without their per-CPU tier (config.no_percpu),
+// the ablation that shows what the tier buys.
+template <gostack_backend_t B, bool NoCache, bool NoPercpu = false>
 struct Gostack {
 	static constexpr bool is_gostack = true;
 	static constexpr bool cross_thread_free = true;
 	static constexpr const char* needs_malloc = "glibc";
 	static inline gostack_allocator_t* a = nullptr;
-	static const char* name() { return gostack_label(B, NoCache); }
+	static const char* name() { return gostack_label(B, NoCache, NoPercpu); }
 
 	static std::string prepare() {
 		std::string e = check_malloc(needs_malloc, name());
@@ -89,6 +92,7 @@ struct Gostack {
 		std::memset(&cfg, 0, sizeof cfg);
 		cfg.backend = B;
 		cfg.no_cache = NoCache;
+		cfg.no_percpu = NoPercpu;
 		errno = 0;
 		a = gostack_allocator_new(&cfg);
 		if (!a) return std::string("gostack_allocator_new failed: ") + std::strerror(errno);
@@ -115,6 +119,7 @@ using GostackLockfree = Gostack<GOSTACK_BACKEND_LOCKFREE, false>;
 using GostackMutex = Gostack<GOSTACK_BACKEND_MUTEX, false>;
 using GostackLockfreeNocache = Gostack<GOSTACK_BACKEND_LOCKFREE, true>;
 using GostackMutexNocache = Gostack<GOSTACK_BACKEND_MUTEX, true>;
+using GostackLockfreeNopercpu = Gostack<GOSTACK_BACKEND_LOCKFREE, false, true>;
 
 // ---------------------------------------------------------------- malloc family
 // malloc's 16-byte alignment is all a stack needs (no workload here needs

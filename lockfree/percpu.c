@@ -1,0 +1,439 @@
+/*
+ * percpu.c: the per-CPU tier of the lock-free pools, between the threads'
+ * caches (Go's per-P stackcache, core/stackcache.c) and the global ck_stack
+ * pools (stackpool.c). Per CPU and per order, a bounded array of free
+ * stacks (their gclink pointers), operated with restartable sequences
+ * (rseq) on glibc's registration: a refill or release is a few plain loads
+ * and stores on a CPU-local line, with no lock, no atomic read-modify-write
+ * and no RCU read section. Overflow and underflow go to the global pools.
+ *
+ * Correctness argument.
+ *  - Who writes a CPU's bins: only threads running on that CPU, inside a
+ *    critical section (CS) that is one asm statement: arm rseq_cs; compare
+ *    the CPU read before the asm with rseq's cpu_id (jump to abort if it
+ *    differs); test the CPU's `stopped` word; load count and check it;
+ *    for a push store the item into slot[count] (above count: nobody reads
+ *    it); then exactly one committing store, count +- 1, the last
+ *    instruction of the range. A thread preempted, migrated or signalled
+ *    inside the range is moved to the abort label by the kernel before it
+ *    runs again (before a signal handler runs, too), so no other thread's
+ *    commit on that CPU can fall between its loads and its commit: the
+ *    load-check-commit is atomic with respect to every local writer, and
+ *    there is no ABA (a pop never dereferences a stack: it copies a
+ *    pointer out of the array).
+ *  - The abort label (outside the range, after the 4-byte RSEQ_SIG the
+ *    kernel checks, encoded as ud1 so that falling into it traps) retries,
+ *    unless rseq's cpu_id is negative (the thread is not registered): then
+ *    the operation goes to the global pools. The CPU number is read from
+ *    cpu_id_start with a volatile load on every try.
+ *  - Remote access (drain: decay, reclaim, delete, debug checks), always
+ *    under gostack__decay_lock: store `stopped` = 1 (relaxed), then
+ *    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, FLAG_CPU, cpu),
+ *    which IPIs the CPU if a thread of ours runs there and returns after
+ *    full barriers on both sides. A CS that committed before the IPI is
+ *    visible after it; one in flight at the IPI is restarted at abort; one
+ *    that starts after the IPI sees stopped = 1 (our store precedes the
+ *    syscall's entry barrier) and takes the slow path; a thread of ours not
+ *    running on the CPU at that moment aborts when it resumes (preemption
+ *    is an rseq event) and sees stopped after the scheduler's barriers. So
+ *    once membarrier returns, nobody writes the CPU's bins: the drainer
+ *    reads them with plain loads, empties them, and clears `stopped` with a
+ *    release store. Nothing else ever writes a word that a local commit
+ *    writes. Statistics read counts with relaxed loads without stopping
+ *    (a racy, clamped snapshot, as tcmalloc's Length does).
+ *  - fork: drains run under the decay lock, which fork_prepare takes
+ *    first, so no CPU is stopped in the child. The child inherits glibc's
+ *    registration and the membarrier registration; the bins stay valid.
+ *  - Unload: the library is never unmapped (-z nodelete), so a lazily
+ *    left rseq_cs pointer never dangles.
+ *  - ThreadSanitizer cannot see the asm: a stack handed to the tier is
+ *    released before the push and acquired after the pop (lockfree.h).
+ * Fallback: without glibc's rseq registration (__rseq_size 0:
+ * GLIBC_TUNABLES=glibc.pthread.rseq=0, Valgrind, seccomp, old kernels),
+ * without MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, on other architectures, or
+ * with the tier turned off (config.no_percpu, GOSTACK_PERCPU=0), the
+ * lock-free pools run as before: thread cache <-> global pools.
+ * Memory held: at most GOSTACK__PCPU_BIN_BYTES per order per CPU
+ * (options.h), counted as pooled; decay drains bins that did not change
+ * between two sweeps (so idle for decay_ms to 2 x decay_ms).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "lockfree.h"
+
+#if defined(__x86_64__) && defined(__GLIBC__) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35)) && !defined(GOSTACK_NO_RSEQ)
+#define PCPU_RSEQ 1
+#include <linux/membarrier.h>
+#include <sys/rseq.h>
+#endif
+
+_Atomic int gostack__pcpu_state;   /* 0 not probed, 1 available, -1 not */
+static int ncpu;                   /* possible CPUs (ids 0 .. ncpu - 1) */
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+
+/* Highest possible CPU id + 1, from /sys (the mask may have holes). */
+static int
+possible_cpus(void)
+{
+	char buf[256];
+	int fd = open("/sys/devices/system/cpu/possible", 0), last = -1;
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	if (n > 0) {
+		buf[n] = 0;
+		for (char *p = buf; *p;) {   /* "0-1", "0,2-7", ...: the last number */
+			if (*p >= '0' && *p <= '9') {
+				int v = 0;
+
+				while (*p >= '0' && *p <= '9')
+					v = v * 10 + (*p++ - '0');
+				if (v > last)
+					last = v;
+			} else {
+				p++;
+			}
+		}
+	}
+	long conf = sysconf(_SC_NPROCESSORS_CONF);
+
+	return last + 1 > conf ? last + 1 : (int)conf;
+}
+
+#ifdef GOSTACK_TEST_HOOKS
+/* Test builds only: between reading the CPU and the critical section (the
+ * window where a migration must make the CS abort), a sched_yield() one
+ * time in GOSTACK_TEST_YIELD. */
+static __thread uint64_t test_rng;
+
+static void
+test_window(void)
+{
+	long long e = gostack__opt(GOSTACK__OPT_TEST_YIELD);
+
+	if (e <= 0)
+		return;
+	if (test_rng == 0)
+		test_rng = (uint64_t)pthread_self() | 1;
+	test_rng = test_rng * 6364136223846793005ull + 1442695040888963407ull;
+	if ((test_rng >> 33) % (uint64_t)e == 0)
+		sched_yield();
+}
+#else
+#define test_window() ((void)0)
+#endif
+
+#ifdef PCPU_RSEQ
+static inline struct rseq *
+rseq_area(void)
+{
+	return (struct rseq *)(void *)((char *)__builtin_thread_pointer() + __rseq_offset);
+}
+#endif
+
+static void
+probe(void)
+{
+	int ok = -1;
+
+#ifdef PCPU_RSEQ
+	ncpu = possible_cpus();
+	if (__rseq_size > 0 && (int32_t)rseq_area()->cpu_id >= 0 && ncpu > 0 && ncpu <= 65536 &&
+	    syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0)
+		ok = 1;
+#endif
+	atomic_store_explicit(&gostack__pcpu_state, ok, memory_order_release);
+}
+
+bool
+gostack__pcpu_available(void)
+{
+	pthread_once(&probe_once, probe);
+	return atomic_load_explicit(&gostack__pcpu_state, memory_order_acquire) > 0;
+}
+
+struct gostack__pcpu *
+gostack__pcpu_create(void)
+{
+	if (!gostack__pcpu_available())
+		return NULL;
+	size_t bytes = sizeof(struct gostack__pcpu) + (size_t)ncpu * sizeof(struct gostack__pcpu_cpu);
+	struct gostack__pcpu *pc = gostack__os_reserve((bytes + 4095) & ~(size_t)4095, 4096);
+
+	if (pc == NULL)
+		return NULL;   /* the pools run without the tier */
+	pc->ncpu = ncpu;
+	pc->bytes = (bytes + 4095) & ~(size_t)4095;
+	pthread_mutex_init(&pc->drain_lock, NULL);
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
+		pc->cap[o] = (uint32_t)(GOSTACK__PCPU_BIN_BYTES / gostack__order_size(o) < GOSTACK__PCPU_SLOTS ?
+		    GOSTACK__PCPU_BIN_BYTES / gostack__order_size(o) : GOSTACK__PCPU_SLOTS);
+	return pc;
+}
+
+void
+gostack__pcpu_destroy(struct gostack__pcpu *pc)
+{
+	if (pc != NULL)
+		gostack__os_unmap(pc, pc->bytes);
+}
+
+#ifdef PCPU_RSEQ
+/*
+ * The two critical sections. %[rs]: this thread's struct rseq; %[cpu]: the
+ * CPU the addresses were computed for; %[bin]: that CPU's bin. Outputs go
+ * through memory ("gcc asm goto does not allow outputs" on gcc 12).
+ * 1: start_ip, 2: post_commit, 3: the descriptor, 4: abort_ip.
+ */
+#define PCPU_CS_BEGIN \
+	".pushsection __rseq_cs, \"aw\"\n\t" \
+	".balign 32\n\t" \
+	"3:\n\t" \
+	".long 0, 0\n\t" \
+	".quad 1f, 2f - 1f, 4f\n\t" \
+	".popsection\n\t" \
+	".pushsection __rseq_cs_ptr_array, \"aw\"\n\t" \
+	".quad 3b\n\t" \
+	".popsection\n\t" \
+	"leaq 3b(%%rip), %%rax\n\t" \
+	"movq %%rax, 8(%[rs])\n\t" \
+	"1:\n\t" \
+	"cmpl %[cpu], 4(%[rs])\n\t" \
+	"jnz 4f\n\t" \
+	"cmpl $0, (%[stopped])\n\t" \
+	"jnz %l[slow]\n\t"
+#define PCPU_CS_END \
+	"2:\n\t" \
+	".pushsection __rseq_failure, \"ax\"\n\t" \
+	".byte 0x0f, 0xb9, 0x3d\n\t" \
+	".long 0x53053053\n\t" \
+	"4:\n\t" \
+	"jmp %l[abort]\n\t" \
+	".popsection\n\t"
+
+/* Pop one stack of this CPU's bin: 1 and *out, 0 (empty or stopped: go
+ * global), -1 (this thread is not registered). */
+static inline int
+pcpu_pop1(struct gostack__pcpu *pc, int order, struct gostack__gclink **out)
+{
+	struct rseq *rs = rseq_area();
+
+	for (;;) {
+		uint32_t cpu = *(volatile uint32_t *)&rs->cpu_id_start;
+		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
+		struct gostack__pcpu_bin *b = &c->bin[order];
+
+		test_window();
+		__asm__ __volatile__ goto(
+		    PCPU_CS_BEGIN
+		    "movl (%[count]), %%ecx\n\t"
+		    "testl %%ecx, %%ecx\n\t"
+		    "jz %l[slow]\n\t"
+		    "movq -8(%[slots], %%rcx, 8), %%rax\n\t"
+		    "movq %%rax, (%[out])\n\t"
+		    "decl %%ecx\n\t"
+		    "movl %%ecx, (%[count])\n\t"   /* commit */
+		    PCPU_CS_END
+		    :
+		    : [rs] "r"(rs), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [count] "r"(&b->count),
+		      [slots] "r"(b->slot), [out] "r"(out)
+		    : "memory", "cc", "rax", "rcx"
+		    : slow, abort);
+		__asm__ __volatile__("" ::: "memory");
+		tsan_acquire(*out);
+		return 1;
+	abort:
+		__asm__ __volatile__("" ::: "memory");
+		if ((int32_t)*(volatile uint32_t *)&rs->cpu_id < 0)
+			return -1;
+		continue;
+	slow:
+		__asm__ __volatile__("" ::: "memory");
+		return 0;
+	}
+}
+
+/* Push x onto this CPU's bin: 1, 0 (full or stopped), -1 (not registered). */
+static inline int
+pcpu_push1(struct gostack__pcpu *pc, int order, struct gostack__gclink *x)
+{
+	struct rseq *rs = rseq_area();
+	uint32_t cap = pc->cap[order];
+
+	tsan_release(x);
+	for (;;) {
+		uint32_t cpu = *(volatile uint32_t *)&rs->cpu_id_start;
+		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
+		struct gostack__pcpu_bin *b = &c->bin[order];
+
+		test_window();
+		__asm__ __volatile__ goto(
+		    PCPU_CS_BEGIN
+		    "movl (%[count]), %%ecx\n\t"
+		    "cmpl %[cap], %%ecx\n\t"
+		    "jae %l[slow]\n\t"
+		    "movq %[x], (%[slots], %%rcx, 8)\n\t"
+		    "incl %%ecx\n\t"
+		    "movl %%ecx, (%[count])\n\t"   /* commit */
+		    PCPU_CS_END
+		    :
+		    : [rs] "r"(rs), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [count] "r"(&b->count),
+		      [slots] "r"(b->slot), [x] "r"(x), [cap] "r"(cap)
+		    : "memory", "cc", "rax", "rcx"
+		    : slow, abort);
+		__asm__ __volatile__("" ::: "memory");
+		return 1;
+	abort:
+		__asm__ __volatile__("" ::: "memory");
+		if ((int32_t)*(volatile uint32_t *)&rs->cpu_id < 0)
+			return -1;
+		continue;
+	slow:
+		__asm__ __volatile__("" ::: "memory");
+		return 0;
+	}
+}
+#else
+static inline int pcpu_pop1(struct gostack__pcpu *pc, int o, struct gostack__gclink **out) { (void)pc; (void)o; (void)out; return -1; }
+static inline int pcpu_push1(struct gostack__pcpu *pc, int o, struct gostack__gclink *x) { (void)pc; (void)o; (void)x; return -1; }
+#endif
+
+size_t
+gostack__pcpu_pop(struct gostack__pcpu *pc, int order, size_t n, struct gostack__gclink **head)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		struct gostack__gclink *x;
+
+		if (pcpu_pop1(pc, order, &x) <= 0)
+			break;
+		x->next = *head;
+		*head = x;
+		got++;
+	}
+	return got;
+}
+
+struct gostack__gclink *
+gostack__pcpu_push(struct gostack__pcpu *pc, int order, struct gostack__gclink *first,
+    struct gostack__gclink *last)
+{
+	for (struct gostack__gclink *x = first;;) {
+		struct gostack__gclink *next = x == last ? NULL : x->next;
+
+		if (pcpu_push1(pc, order, x) <= 0)
+			return x;   /* x .. last for the global pool */
+		if (x == last)
+			return NULL;
+		x = next;
+	}
+}
+
+/* Stop CPU c and wait until no CS of ours runs on it (file comment). */
+static void
+stop_cpu(struct gostack__pcpu *pc, int c)
+{
+	atomic_store_explicit(&pc->cpu[c].stopped, 1, memory_order_relaxed);
+#ifdef PCPU_RSEQ
+	/* A full barrier on both sides and the IPI: the membarrier pairs of the
+	 * file comment. Failure (it was registered at probe) would be a kernel
+	 * bug: a fence on every CPU is the fallback. */
+	if (syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, MEMBARRIER_CMD_FLAG_CPU, c) != 0 &&
+	    syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0) != 0)
+		gostack__throw("membarrier(PRIVATE_EXPEDITED_RSEQ) failed: errno %d", errno);
+#endif
+}
+
+static void
+start_cpu(struct gostack__pcpu *pc, int c)
+{
+	/* Release: the drainer's emptying of the bins happens before any CS
+	 * that sees stopped = 0 (its load inside the CS is ordered after by
+	 * x86-TSO; the C side pairs with nothing else). */
+	atomic_store_explicit(&pc->cpu[c].stopped, 0, memory_order_release);
+}
+
+size_t
+gostack__pcpu_drain(struct gostack__pcpu *pc, bool all, void (*put)(void *, int, struct gostack__gclink *,
+    struct gostack__gclink *), void *arg)
+{
+	size_t moved = 0;
+
+	pthread_mutex_lock(&pc->drain_lock);   /* one drainer at a time */
+	for (int c = 0; c < pc->ncpu; c++) {
+		struct gostack__pcpu_cpu *cpu = &pc->cpu[c];
+		bool take[GOSTACK_NUM_ORDERS], any = false;
+
+		for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+			uint32_t n = __atomic_load_n(&cpu->bin[o].count, __ATOMIC_RELAXED);
+
+			/* Decay: only bins that stood still since the last look. */
+			take[o] = n != 0 && (all || n == cpu->seen[o]);
+			cpu->seen[o] = n;
+			any |= take[o];
+		}
+		if (!any)
+			continue;
+		stop_cpu(pc, c);
+		for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+			struct gostack__pcpu_bin *b = &cpu->bin[o];
+			uint32_t n = __atomic_load_n(&b->count, __ATOMIC_RELAXED);
+
+			if (!take[o] || n == 0)
+				continue;
+			struct gostack__gclink *first = NULL, *last = NULL;
+
+			for (uint32_t i = 0; i < n; i++) {
+				struct gostack__gclink *x = b->slot[i];
+
+				tsan_acquire(x);
+				x->next = NULL;
+				if (last != NULL)
+					last->next = x;
+				else
+					first = x;
+				last = x;
+			}
+			__atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+			cpu->seen[o] = 0;
+			put(arg, o, first, last);
+			moved += (size_t)n * gostack__order_size(o);
+		}
+		start_cpu(pc, c);
+	}
+	pthread_mutex_unlock(&pc->drain_lock);
+	return moved;
+}
+
+void gostack__pcpu_fork_prepare(struct gostack__pcpu *pc) { if (pc != NULL) pthread_mutex_lock(&pc->drain_lock); }
+void gostack__pcpu_fork_parent(struct gostack__pcpu *pc) { if (pc != NULL) pthread_mutex_unlock(&pc->drain_lock); }
+
+size_t
+gostack__pcpu_bytes(const struct gostack__pcpu *pc, size_t per_order[GOSTACK_NUM_ORDERS])
+{
+	size_t total = 0;
+
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
+		per_order[o] = 0;
+	for (int c = 0; pc != NULL && c < pc->ncpu; c++) {
+		for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
+			uint32_t n = __atomic_load_n(&pc->cpu[c].bin[o].count, __ATOMIC_RELAXED);
+
+			if (n > pc->cap[o])
+				n = pc->cap[o];   /* a torn snapshot: clamp */
+			per_order[o] += (size_t)n * gostack__order_size(o);
+		}
+	}
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
+		total += per_order[o];
+	return total;
+}
