@@ -153,6 +153,17 @@ probe(void)
 	atomic_store_explicit(&gostack__pcpu_state, ok, memory_order_release);
 }
 
+/* At load: the probe registers with membarrier (a kernel-wide sync that
+ * can take a while), which must not happen inside the default allocator's
+ * pthread_once, where a fork from another thread would leave the child
+ * waiting on a once that never ends (ThreadSanitizer's pthread_once does
+ * not reset a once in progress at fork as glibc's does). */
+__attribute__((constructor)) static void
+probe_at_load(void)
+{
+	pthread_once(&probe_once, probe);
+}
+
 bool
 gostack__pcpu_available(void)
 {
@@ -219,10 +230,15 @@ gostack__pcpu_destroy(struct gostack__pcpu *pc)
 	"jmp %l[abort]\n\t" \
 	".popsection\n\t"
 
-/* Pop one stack of this CPU's bin: 1 and *out, 0 (empty or stopped: go
- * global), -1 (this thread is not registered). */
+/*
+ * Batch pop: m = min(count, k) stacks of this CPU's bin into out[0 .. m)
+ * (slot[count - m .. count), copied before the commit), then the one
+ * committing store count -= m; *got = m. Returns 1, 0 (empty or stopped:
+ * go global), -1 (this thread is not registered). bin: count at offset 0,
+ * slot[] at offset 8 (lockfree.h).
+ */
 static inline int
-pcpu_pop1(struct gostack__pcpu *pc, int order, struct gostack__gclink **out)
+pcpu_pop_batch(struct gostack__pcpu *pc, int order, struct gostack__gclink **out, uint32_t k, uint32_t *got)
 {
 	struct rseq *rs = rseq_area();
 
@@ -234,21 +250,28 @@ pcpu_pop1(struct gostack__pcpu *pc, int order, struct gostack__gclink **out)
 		test_window();
 		__asm__ __volatile__ goto(
 		    PCPU_CS_BEGIN
-		    "movl (%[count]), %%ecx\n\t"
-		    "testl %%ecx, %%ecx\n\t"
+		    "movl (%[bin]), %%ecx\n\t"          /* n = count */
+		    "movl %[k], %%edx\n\t"
+		    "cmpl %%edx, %%ecx\n\t"
+		    "cmovbl %%ecx, %%edx\n\t"            /* m = min(n, k) */
+		    "testl %%edx, %%edx\n\t"
 		    "jz %l[slow]\n\t"
-		    "movq -8(%[slots], %%rcx, 8), %%rax\n\t"
-		    "movq %%rax, (%[out])\n\t"
-		    "decl %%ecx\n\t"
-		    "movl %%ecx, (%[count])\n\t"   /* commit */
+		    "movl %%edx, (%[got])\n\t"           /* private: rewritten by every try */
+		    "subl %%edx, %%ecx\n\t"              /* n - m: the first slot copied */
+		    "leaq 8(%[bin], %%rcx, 8), %%rsi\n\t"
+		    "5:\n\t"
+		    "decl %%edx\n\t"
+		    "movq (%%rsi, %%rdx, 8), %%rax\n\t"
+		    "movq %%rax, (%[out], %%rdx, 8)\n\t"
+		    "jnz 5b\n\t"
+		    "movl %%ecx, (%[bin])\n\t"           /* commit: count = n - m */
 		    PCPU_CS_END
 		    :
-		    : [rs] "r"(rs), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [count] "r"(&b->count),
-		      [slots] "r"(b->slot), [out] "r"(out)
-		    : "memory", "cc", "rax", "rcx"
+		    : [rs] "r"(rs), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [bin] "r"(b), [out] "r"(out),
+		      [k] "r"(k), [got] "r"(got)
+		    : "memory", "cc", "rax", "rcx", "rdx", "rsi"
 		    : slow, abort);
 		__asm__ __volatile__("" ::: "memory");
-		tsan_acquire(*out);
 		return 1;
 	abort:
 		__asm__ __volatile__("" ::: "memory");
@@ -261,14 +284,15 @@ pcpu_pop1(struct gostack__pcpu *pc, int order, struct gostack__gclink **out)
 	}
 }
 
-/* Push x onto this CPU's bin: 1, 0 (full or stopped), -1 (not registered). */
+/* Batch push: m = min(k, cap - count) of in[0 .. m) into slot[count ..
+ * count + m), then the commit count += m; *put = m. Returns as the pop. */
 static inline int
-pcpu_push1(struct gostack__pcpu *pc, int order, struct gostack__gclink *x)
+pcpu_push_batch(struct gostack__pcpu *pc, int order, struct gostack__gclink *const *in, uint32_t k,
+    uint32_t *put)
 {
 	struct rseq *rs = rseq_area();
 	uint32_t cap = pc->cap[order];
 
-	tsan_release(x);
 	for (;;) {
 		uint32_t cpu = *(volatile uint32_t *)&rs->cpu_id_start;
 		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
@@ -277,17 +301,27 @@ pcpu_push1(struct gostack__pcpu *pc, int order, struct gostack__gclink *x)
 		test_window();
 		__asm__ __volatile__ goto(
 		    PCPU_CS_BEGIN
-		    "movl (%[count]), %%ecx\n\t"
-		    "cmpl %[cap], %%ecx\n\t"
-		    "jae %l[slow]\n\t"
-		    "movq %[x], (%[slots], %%rcx, 8)\n\t"
-		    "incl %%ecx\n\t"
-		    "movl %%ecx, (%[count])\n\t"   /* commit */
+		    "movl (%[bin]), %%ecx\n\t"          /* n = count */
+		    "movl %[cap], %%edx\n\t"
+		    "subl %%ecx, %%edx\n\t"              /* room = cap - n (count <= cap) */
+		    "cmpl %[k], %%edx\n\t"
+		    "cmoval %[k], %%edx\n\t"             /* m = min(room, k) */
+		    "testl %%edx, %%edx\n\t"
+		    "jz %l[slow]\n\t"
+		    "movl %%edx, (%[put])\n\t"
+		    "leaq 8(%[bin], %%rcx, 8), %%rsi\n\t"
+		    "addl %%edx, %%ecx\n\t"              /* n + m */
+		    "5:\n\t"
+		    "decl %%edx\n\t"
+		    "movq (%[in], %%rdx, 8), %%rax\n\t"
+		    "movq %%rax, (%%rsi, %%rdx, 8)\n\t"  /* above count: nobody reads them yet */
+		    "jnz 5b\n\t"
+		    "movl %%ecx, (%[bin])\n\t"           /* commit: count = n + m */
 		    PCPU_CS_END
 		    :
-		    : [rs] "r"(rs), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [count] "r"(&b->count),
-		      [slots] "r"(b->slot), [x] "r"(x), [cap] "r"(cap)
-		    : "memory", "cc", "rax", "rcx"
+		    : [rs] "r"(rs), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [bin] "r"(b), [in] "r"(in),
+		      [k] "r"(k), [cap] "r"(cap), [put] "r"(put)
+		    : "memory", "cc", "rax", "rcx", "rdx", "rsi"
 		    : slow, abort);
 		__asm__ __volatile__("" ::: "memory");
 		return 1;
@@ -302,23 +336,38 @@ pcpu_push1(struct gostack__pcpu *pc, int order, struct gostack__gclink *x)
 	}
 }
 #else
-static inline int pcpu_pop1(struct gostack__pcpu *pc, int o, struct gostack__gclink **out) { (void)pc; (void)o; (void)out; return -1; }
-static inline int pcpu_push1(struct gostack__pcpu *pc, int o, struct gostack__gclink *x) { (void)pc; (void)o; (void)x; return -1; }
+static inline int
+pcpu_pop_batch(struct gostack__pcpu *pc, int o, struct gostack__gclink **out, uint32_t k, uint32_t *got)
+{
+	(void)pc; (void)o; (void)out; (void)k; (void)got;
+	return -1;
+}
+static inline int
+pcpu_push_batch(struct gostack__pcpu *pc, int o, struct gostack__gclink *const *in, uint32_t k, uint32_t *put)
+{
+	(void)pc; (void)o; (void)in; (void)k; (void)put;
+	return -1;
+}
 #endif
+
+/* A batch moves at most this many stacks in one CS (a refill is at most
+ * 8: Go's half cache of 2 KiB stacks). */
+#define PCPU_BATCH 16
 
 size_t
 gostack__pcpu_pop(struct gostack__pcpu *pc, int order, size_t n, struct gostack__gclink **head)
 {
-	size_t got = 0;
+	struct gostack__gclink *buf[PCPU_BATCH];
+	uint32_t got = 0;
 
-	while (got < n) {
-		struct gostack__gclink *x;
-
-		if (pcpu_pop1(pc, order, &x) <= 0)
-			break;
-		x->next = *head;
-		*head = x;
-		got++;
+	if (n > PCPU_BATCH)
+		n = PCPU_BATCH;
+	if (pcpu_pop_batch(pc, order, buf, (uint32_t)n, &got) <= 0)
+		return 0;
+	for (uint32_t i = 0; i < got; i++) {
+		tsan_acquire(buf[i]);
+		buf[i]->next = *head;
+		*head = buf[i];
 	}
 	return got;
 }
@@ -327,15 +376,24 @@ struct gostack__gclink *
 gostack__pcpu_push(struct gostack__pcpu *pc, int order, struct gostack__gclink *first,
     struct gostack__gclink *last)
 {
-	for (struct gostack__gclink *x = first;;) {
-		struct gostack__gclink *next = x == last ? NULL : x->next;
+	struct gostack__gclink *buf[PCPU_BATCH], *x = first;
+	uint32_t k = 0, put = 0;
 
-		if (pcpu_push1(pc, order, x) <= 0)
-			return x;   /* x .. last for the global pool */
+	while (k < PCPU_BATCH) {   /* up to a batch from the chain's head */
+		buf[k++] = x;
 		if (x == last)
-			return NULL;
-		x = next;
+			break;
+		x = x->next;
 	}
+	struct gostack__gclink *after = buf[k - 1] == last ? NULL : buf[k - 1]->next;
+
+	for (uint32_t i = 0; i < k; i++)   /* its links read: now they may be handed on */
+		tsan_release(buf[i]);
+	if (pcpu_push_batch(pc, order, buf, k, &put) <= 0)
+		return first;
+	/* What did not fit, or lies past the batch: for the global pool (its
+	 * links are intact: the bins do not use them). */
+	return put < k ? buf[put] : after;
 }
 
 /* Stop CPU c and wait until no CS of ours runs on it (file comment). */
