@@ -76,6 +76,22 @@ gostack__now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* ms from now on clock c, as a timespec deadline. */
+static struct timespec
+deadline(clockid_t c, long ms)
+{
+	struct timespec ts;
+
+	clock_gettime(c, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
+}
+
 /* One pass; returns the ms to sleep, or -1: nothing to do until kicked. */
 static long
 pass(void)
@@ -162,16 +178,9 @@ scavenger_main(void *arg)
 			while (atomic_load_explicit(&scav_state, memory_order_relaxed) == SCAV_IDLE)
 				pthread_cond_wait(&scav_cv, &scav_mu);
 		} else {
-			struct timespec ts;
+			struct timespec ts = deadline(CLOCK_MONOTONIC, ms);
 
 			pthread_mutex_lock(&scav_mu);
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			ts.tv_sec += ms / 1000;
-			ts.tv_nsec += (ms % 1000) * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
 			pthread_cond_timedwait(&scav_cv, &scav_mu, &ts);
 		}
 		pthread_mutex_unlock(&scav_mu);
@@ -252,16 +261,9 @@ gostack__scavenger_fork_child(void)
 __attribute__((destructor)) static void
 scavenger_at_exit(void)
 {
-	struct timespec ts;
+	struct timespec ts = deadline(CLOCK_REALTIME, GOSTACK__SCAV_EXIT_WAIT_MS);
 	int st;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += GOSTACK__SCAV_EXIT_WAIT_MS / 1000;
-	ts.tv_nsec += (GOSTACK__SCAV_EXIT_WAIT_MS % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
 	/* Timed: exit() called where this thread holds scav_mu (a signal
 	 * handler interrupting a kick) must not hang; the thread stays. */
 	if (pthread_mutex_timedlock(&scav_mu, &ts) != 0)

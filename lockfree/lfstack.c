@@ -66,8 +66,8 @@
  * time in GOSTACK_TEST_YIELD (the options table's test-only row). */
 static __thread uint64_t test_rng;
 
-static void
-test_window(void)
+void
+gostack__lf_test_window(void)
 {
 	long long e = gostack__opt(GOSTACK__OPT_TEST_YIELD);   /* options.c */
 
@@ -79,9 +79,8 @@ test_window(void)
 	if ((test_rng >> 33) % (uint64_t)e == 0)
 		sched_yield();
 }
-#else
-#define test_window() ((void)0)
 #endif
+#define test_window() gostack__lf_test_window()
 
 __attribute__((noinline)) ck_stack_entry_t *
 gostack__lf_pop(ck_stack_t *st, size_t n, size_t *got)

@@ -127,6 +127,15 @@ gostack__lf_chain_append(ck_stack_entry_t **first, ck_stack_entry_t **last, ck_s
 
 /* ---- lfstack.c: every ck_stack call -------------------------------------- */
 
+/* Test builds (GOSTACK_TEST_HOOKS) only: a sched_yield() one time in
+ * GOSTACK_TEST_YIELD, in the windows the hazard tests widen (lfstack.c's
+ * pops, percpu.c's critical sections); nothing elsewhere. */
+#ifdef GOSTACK_TEST_HOOKS
+GOSTACK__HIDDEN void gostack__lf_test_window(void);
+#else
+#define gostack__lf_test_window() ((void)0)
+#endif
+
 /* Pop up to n (1..16) entries as a NULL-terminated chain; *got = how many. */
 GOSTACK__HIDDEN ck_stack_entry_t *gostack__lf_pop(ck_stack_t *st, size_t n, size_t *got);
 /* Push a chain first..last (last->next is overwritten). */

@@ -59,7 +59,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -108,28 +107,9 @@ possible_cpus(void)
 	return last + 1 > conf ? last + 1 : (int)conf;
 }
 
-#ifdef GOSTACK_TEST_HOOKS
-/* Test builds only: between reading the CPU and the critical section (the
- * window where a migration must make the CS abort), a sched_yield() one
- * time in GOSTACK_TEST_YIELD. */
-static __thread uint64_t test_rng;
-
-static void
-test_window(void)
-{
-	long long e = gostack__opt(GOSTACK__OPT_TEST_YIELD);
-
-	if (e <= 0)
-		return;
-	if (test_rng == 0)
-		test_rng = (uint64_t)pthread_self() | 1;
-	test_rng = test_rng * 6364136223846793005ull + 1442695040888963407ull;
-	if ((test_rng >> 33) % (uint64_t)e == 0)
-		sched_yield();
-}
-#else
-#define test_window() ((void)0)
-#endif
+/* Test builds: a yield between reading the CPU and the critical section
+ * (the window where a migration must make the CS abort); lfstack.c. */
+#define test_window() gostack__lf_test_window()
 
 #ifdef PCPU_RSEQ
 static inline struct rseq *

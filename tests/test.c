@@ -1,5 +1,6 @@
 /* tests/test.c: the shared main() and helpers of every test binary. */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -240,4 +241,51 @@ main(int argc, char **argv)
 	if (passed == 0 && skipped > 0)
 		return TEST_SKIP_RC;
 	return passed > 0 ? 0 : 1;
+}
+
+int
+test_stats_printed(gostack_allocator_t *a, char *buf, size_t cap)
+{
+	int fds[2], r;
+	ssize_t n;
+
+	if (pipe(fds) != 0) {
+		buf[0] = 0;
+		return -1;
+	}
+	r = gostack_allocator_stats_print(a, fds[1]);   /* < 64 KiB: fits the pipe */
+	close(fds[1]);
+	n = read(fds[0], buf, cap - 1);
+	close(fds[0]);
+	buf[n > 0 ? n : 0] = 0;
+	return r;
+}
+
+struct free_arg {
+	gostack_allocator_t *a;
+	gostack_t s;
+	bool by_lo;
+};
+
+static void *
+free_thread(void *p)
+{
+	struct free_arg *f = p;
+
+	if (f->by_lo)
+		gostack_allocator_free_lo(f->a, f->s.lo);
+	else
+		gostack_allocator_free(f->a, f->s);
+	return NULL;
+}
+
+void
+test_free_on_thread(gostack_allocator_t *a, gostack_t s, bool by_lo)
+{
+	struct free_arg f = { a, s, by_lo };
+	pthread_t th;
+
+	if (pthread_create(&th, NULL, free_thread, &f) != 0)
+		abort();
+	pthread_join(th, NULL);
 }

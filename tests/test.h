@@ -66,6 +66,12 @@ void test_run_self(void *argv);
  * and contains one of want's '|'-separated alternatives (required). */
 void test_expect_abort(const char *name, const char *want, void (*fn)(void));
 
+/* gostack_allocator_stats_print(a) into buf (NUL-terminated, at most cap
+ * bytes, through a pipe); returns stats_print's result. */
+int test_stats_printed(gostack_allocator_t *a, char *buf, size_t cap);
+/* Free s on a thread of its own (by lo alone if by_lo), joined. */
+void test_free_on_thread(gostack_allocator_t *a, gostack_t s, bool by_lo);
+
 /* Stamps: a token written at both ends and in the middle of a stack. */
 void stamp_set(gostack_t s, uint64_t token);
 bool stamp_ok(gostack_t s, uint64_t token);

@@ -170,15 +170,7 @@ TEST(name_and_heap)
 	name[0] = 'X';   /* copied: the caller's buffer is the caller's */
 	gostack_allocator_stats_detail(a, &d);
 	CHECK(strcmp(d.name, "http-fibers") == 0);
-	int fds[2];
-
-	REQUIRE(pipe(fds) == 0);
-	CHECK_EQ(gostack_allocator_stats_print(a, fds[1]), 0);
-	close(fds[1]);
-	ssize_t n = read(fds[0], buf, sizeof buf - 1);
-
-	close(fds[0]);
-	buf[n > 0 ? n : 0] = 0;
+	CHECK_EQ(test_stats_printed(a, buf, sizeof buf), 0);
 	CHECK(strstr(buf, " http-fibers (") != NULL);
 	CHECK(strstr(buf, "heap_reserved_bytes=") != NULL);
 
@@ -206,17 +198,6 @@ TEST(name_and_heap)
 	CHECK_EQ(gostack_allocator_delete(a), 0);
 }
 
-struct free_arg { gostack_allocator_t *a; uintptr_t lo; };
-
-static void *
-free_lo_thread(void *p)
-{
-	struct free_arg *f = p;
-
-	gostack_allocator_free_lo(f->a, f->lo);
-	return NULL;
-}
-
 TEST(free_lo)
 {
 	size_t sizes[] = { 2 * KiB, 4 * KiB, 3000, 16 * KiB, 32 * KiB, 100 * KiB, 2 * MiB };
@@ -234,11 +215,7 @@ TEST(free_lo)
 			gostack_t t = gostack_allocator_alloc(a, sizes[i]);   /* handed out again */
 
 			CHECK_EQ(t.hi - t.lo, gostack_good_size(sizes[i]));
-			pthread_t th;
-			struct free_arg f = { a, t.lo };
-
-			REQUIRE(pthread_create(&th, NULL, free_lo_thread, &f) == 0);
-			pthread_join(th, NULL);
+			test_free_on_thread(a, t, true);
 		}
 		gostack_allocator_free_lo(a, 0);   /* as free(NULL) */
 		gostack_allocator_stats(a, &st);

@@ -76,17 +76,6 @@ expected(size_t n, size_t depth)
 	return (depth + pg - 1) / pg * pg > n ? n : (depth + pg - 1) / pg * pg;
 }
 
-struct free_arg { gostack_allocator_t *a; gostack_t s; };
-
-static void *
-free_thread(void *p)
-{
-	struct free_arg *f = p;
-
-	gostack_allocator_free(f->a, f->s);
-	return NULL;
-}
-
 TEST(known_depth)
 {
 	size_t sizes[] = { 2 * KiB, 4 * KiB, 8 * KiB, 16 * KiB, 32 * KiB, 64 * KiB, 256 * KiB, 1 * MiB };
@@ -109,11 +98,7 @@ TEST(known_depth)
 				if (k % 2 == 0) {
 					gostack_allocator_free(a, s);
 				} else {   /* freed on another thread */
-					struct free_arg f = { a, s };
-					pthread_t th;
-
-					REQUIRE(pthread_create(&th, NULL, free_thread, &f) == 0);
-					pthread_join(th, NULL);
+					test_free_on_thread(a, s, false);
 				}
 				/* Freed last: the next round's s is this slot (LIFO), so
 				 * its deep use must not show in s's depth. */
@@ -290,7 +275,6 @@ TEST(advice)
 {
 	gostack_allocator_t *a = profiled(1);
 	char buf[8192];
-	int fds[2];
 
 	REQUIRE(a != NULL);
 	for (int i = 0; i < 1024; i++) {
@@ -300,13 +284,7 @@ TEST(advice)
 		use(s, i < 1010 ? 10 * KiB + 7 : 12 * KiB);   /* p99 in the 12 KiB page */
 		gostack_allocator_free(a, s);
 	}
-	REQUIRE(pipe(fds) == 0);
-	CHECK_EQ(gostack_allocator_stats_print(a, fds[1]), 0);
-	close(fds[1]);
-	ssize_t n = read(fds[0], buf, sizeof buf - 1);
-
-	close(fds[0]);
-	buf[n > 0 ? n : 0] = 0;
+	CHECK_EQ(test_stats_printed(a, buf, sizeof buf), 0);
 	const char *want = "gostack: 64 KiB stacks: p99 depth 12 KiB over 1024 samples (16 KiB stacks would do)";
 	const char *line = strstr(buf, "gostack: 64 KiB stacks:");
 
@@ -322,7 +300,6 @@ TEST(off)
 	gostack_allocator_t *a = profiled(0);
 	gostack_stats_detail_t d;
 	char buf[8192];
-	int fds[2];
 
 	REQUIRE(a != NULL);
 	for (int i = 0; i < 1000; i++) {
@@ -340,13 +317,7 @@ TEST(off)
 		CHECK_EQ(d.profile, 0);
 		for (int c = 0; c < GOSTACK_PROFILE_CLASSES; c++)
 			CHECK_EQ(d.depth[c].samples, 0);
-		REQUIRE(pipe(fds) == 0);
-		CHECK_EQ(gostack_allocator_stats_print(a, fds[1]), 0);
-		close(fds[1]);
-		ssize_t n = read(fds[0], buf, sizeof buf - 1);
-
-		close(fds[0]);
-		buf[n > 0 ? n : 0] = 0;
+		CHECK_EQ(test_stats_printed(a, buf, sizeof buf), 0);
 		CHECK(strstr(buf, "stacks: p99 depth") == NULL);
 	}
 	gostack_thread_flush();
