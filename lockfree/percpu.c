@@ -73,7 +73,7 @@
 #include <sys/rseq.h>
 #endif
 
-_Atomic int gostack__pcpu_state;   /* 0 not probed, 1 available, -1 not */
+static _Atomic int pcpu_state;   /* 0 not probed, 1 available, -1 not */
 static int ncpu;                   /* possible CPUs (ids 0 .. ncpu - 1) */
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 
@@ -82,7 +82,7 @@ static int
 possible_cpus(void)
 {
 	char buf[256];
-	int fd = open("/sys/devices/system/cpu/possible", 0), last = -1;
+	int fd = open("/sys/devices/system/cpu/possible", O_RDONLY | O_CLOEXEC), last = -1;
 	ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
 
 	if (fd >= 0)
@@ -130,7 +130,9 @@ probe(void)
 	    syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0)
 		ok = 1;
 #endif
-	atomic_store_explicit(&gostack__pcpu_state, ok, memory_order_release);
+	/* Release: pairs with the acquire in gostack__pcpu_available() (ncpu
+	 * is set before; pthread_once orders it too). */
+	atomic_store_explicit(&pcpu_state, ok, memory_order_release);
 }
 
 /* At load: the probe registers with membarrier (a kernel-wide sync that
@@ -148,7 +150,8 @@ bool
 gostack__pcpu_available(void)
 {
 	pthread_once(&probe_once, probe);
-	return atomic_load_explicit(&gostack__pcpu_state, memory_order_acquire) > 0;
+	/* Acquire: pairs with probe()'s release store. */
+	return atomic_load_explicit(&pcpu_state, memory_order_acquire) > 0;
 }
 
 struct gostack__pcpu *
