@@ -196,7 +196,7 @@ gostack_allocator_reclaim(gostack_allocator_t *a)
 	uint64_t before = gostack__heap_released_here();
 
 	(void)a->ops->release(a->pools, GOSTACK__RELEASE_ALL, true);
-	(void)gostack__release_arenas();
+	gostack__release_arenas();
 	(void)gostack__heap_scavenge();
 	bytes = (size_t)(gostack__heap_released_here() - before);
 	pthread_mutex_unlock(&gostack__decay_lock);

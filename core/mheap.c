@@ -446,10 +446,10 @@ gostack__heap_free(struct gostack__span *s, uint64_t decay_at)
 }
 
 struct gostack__arena *
-gostack__heap_detach_empty(size_t *dirty_bytes)
+gostack__heap_detach_empty(void)
 {
 	struct gostack__arena *dead = NULL, **pp;
-	size_t dirty_before;
+	size_t dirty_before, dirty;
 	_Atomic(struct gostack__span *) *t = atomic_load_explicit(&gostack__arena_table, memory_order_relaxed);
 
 	pthread_mutex_lock(&heap_lock);
@@ -473,10 +473,10 @@ gostack__heap_detach_empty(size_t *dirty_bytes)
 		dead = ar;
 	}
 	/* The dirty units of detached arenas go back with their munmap. */
-	*dirty_bytes = (dirty_before - dirty_units) << GOSTACK__SPAN_SHIFT;
+	dirty = (dirty_before - dirty_units) << GOSTACK__SPAN_SHIFT;
 	atomic_store_explicit(&released_bytes,
-	    atomic_load_explicit(&released_bytes, memory_order_relaxed) + *dirty_bytes, memory_order_relaxed);
-	released_here += *dirty_bytes;
+	    atomic_load_explicit(&released_bytes, memory_order_relaxed) + dirty, memory_order_relaxed);
+	released_here += dirty;
 	pthread_mutex_unlock(&heap_lock);
 	return dead;
 }

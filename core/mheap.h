@@ -59,9 +59,9 @@ GOSTACK__HIDDEN size_t gostack__heap_decay(uint64_t now, uint64_t *next);
 GOSTACK__HIDDEN uint64_t gostack__heap_next_decay(void);
 /* Bytes of dirty free units (exact). */
 GOSTACK__HIDDEN size_t gostack__heap_dirty(void);
-/* Arenas that hold no span, taken out of the heap and the spanOf table;
- * *dirty_bytes: their dirty units' bytes (given back by the unmap). */
-GOSTACK__HIDDEN struct gostack__arena *gostack__heap_detach_empty(size_t *dirty_bytes);
+/* Arenas that hold no span, taken out of the heap and the spanOf table
+ * (their dirty units count as released: the unmap gives them back). */
+GOSTACK__HIDDEN struct gostack__arena *gostack__heap_detach_empty(void);
 /* Unmap detached arenas (once nobody can read their metadata). */
 GOSTACK__HIDDEN void gostack__heap_unmap(struct gostack__arena *list);
 /* Address space in arenas now; stack memory given back to the OS so far. */

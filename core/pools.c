@@ -75,19 +75,17 @@ gostack__backends_quiesce(void)
 			(*b)->global_quiesce();
 }
 
-size_t
+void
 gostack__release_arenas(void)
 {
-	size_t dirty;
-	struct gostack__arena *dead = gostack__heap_detach_empty(&dirty);
+	struct gostack__arena *dead = gostack__heap_detach_empty();
 
 	if (dead == NULL)
-		return 0;
+		return;
 	/* A lock-free pop may still be reading a span struct of these arenas
 	 * (a node it loaded before the span left its pool): unmap only after
 	 * every such reader is done. No reader can reach them anew: they hold
 	 * no span, so no pool holds a node in them. */
 	gostack__backends_quiesce();
 	gostack__heap_unmap(dead);
-	return dirty;
 }

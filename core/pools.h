@@ -65,8 +65,9 @@ struct gostack__pools_ops {
 	 * stackLarge's. */
 	size_t (*pooled_bytes)(void *p, const struct gostack__tstat *sum,
 	    size_t per_class[GOSTACK_NUM_ORDERS + 1]);
-	/* Of those, the bytes in a per-CPU tier (may be NULL: none). */
-	size_t (*percpu_bytes)(void *p);
+	/* Whether a per-CPU tier runs; if so *bytes: the pooled bytes in it
+	 * (may be NULL: the backend has none). */
+	bool (*percpu_bytes)(void *p, size_t *bytes);
 	/* Give idle memory back to the heap; returns the bytes. stackLarge:
 	 * spans idle since before `now` (stamped decay_at = now + decay_ms by
 	 * the first call that sees them). sweep: pool spans whose stacks are
@@ -115,9 +116,8 @@ GOSTACK__HIDDEN void gostack__backends_fork_parent(void);
 GOSTACK__HIDDEN void gostack__backends_fork_child(void);
 GOSTACK__HIDDEN void gostack__backends_quiesce(void);
 /* Detach the heap's empty arenas, wait until no backend can read them,
- * unmap them; decay lock held. Returns the bytes of stack memory that went
- * back with them (their dirty units; the rest was never or no longer
- * committed). */
-GOSTACK__HIDDEN size_t gostack__release_arenas(void);
+ * unmap them; decay lock held. (What went back is counted by the heap:
+ * gostack__heap_released_here.) */
+GOSTACK__HIDDEN void gostack__release_arenas(void);
 
 #endif /* GOSTACK_POOLS_H */

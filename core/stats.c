@@ -61,10 +61,7 @@ gostack_allocator_stats_detail(gostack_allocator_t *a, gostack_stats_detail_t *o
 	gostack__sum_stats(a, &sum, cached);
 	pthread_mutex_unlock(&gostack__registry_lock);
 	out->total.pooled_bytes = a->ops->pooled_bytes(a->pools, &sum, pooled);
-	out->percpu_bytes = a->ops->percpu_bytes != NULL ? a->ops->percpu_bytes(a->pools) : 0;
-	out->percpu = a->ops->percpu_bytes != NULL && out->percpu_bytes != (size_t)-1;
-	if (!out->percpu)
-		out->percpu_bytes = 0;
+	out->percpu = a->ops->percpu_bytes != NULL && a->ops->percpu_bytes(a->pools, &out->percpu_bytes);
 	out->total.mapped_bytes = LOAD(a->mapped);
 	pthread_mutex_unlock(&gostack__decay_lock);
 

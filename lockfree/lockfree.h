@@ -230,8 +230,8 @@ GOSTACK__HIDDEN struct gostack__gclink *gostack__pcpu_push(struct gostack__pcpu 
  * (decay) to put(arg, order, first, last); decay_lock held. Bytes moved. */
 GOSTACK__HIDDEN size_t gostack__pcpu_drain(struct gostack__pcpu *pc, bool all,
     void (*put)(void *, int, struct gostack__gclink *, struct gostack__gclink *), void *arg);
-/* Bytes in the bins (relaxed snapshot), per order and in all. */
-GOSTACK__HIDDEN size_t gostack__pcpu_bytes(const struct gostack__pcpu *pc, size_t per_order[GOSTACK_NUM_ORDERS]);
+/* Bytes in the bins (a relaxed snapshot). */
+GOSTACK__HIDDEN size_t gostack__pcpu_bytes(const struct gostack__pcpu *pc);
 GOSTACK__HIDDEN void gostack__pcpu_fork_prepare(struct gostack__pcpu *pc);
 GOSTACK__HIDDEN void gostack__pcpu_fork_parent(struct gostack__pcpu *pc);
 

@@ -459,22 +459,18 @@ void gostack__pcpu_fork_prepare(struct gostack__pcpu *pc) { if (pc != NULL) pthr
 void gostack__pcpu_fork_parent(struct gostack__pcpu *pc) { if (pc != NULL) pthread_mutex_unlock(&pc->drain_lock); }
 
 size_t
-gostack__pcpu_bytes(const struct gostack__pcpu *pc, size_t per_order[GOSTACK_NUM_ORDERS])
+gostack__pcpu_bytes(const struct gostack__pcpu *pc)
 {
 	size_t total = 0;
 
-	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
-		per_order[o] = 0;
-	for (int c = 0; pc != NULL && c < pc->ncpu; c++) {
+	for (int c = 0; c < pc->ncpu; c++) {
 		for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
 			uint32_t n = __atomic_load_n(&pc->cpu[c].bin[o].count, __ATOMIC_RELAXED);
 
 			if (n > pc->cap[o])
 				n = pc->cap[o];   /* a torn snapshot: clamp */
-			per_order[o] += (size_t)n * gostack__order_size(o);
+			total += (size_t)n * gostack__order_size(o);
 		}
 	}
-	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
-		total += per_order[o];
 	return total;
 }

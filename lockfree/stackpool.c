@@ -260,13 +260,15 @@ put_global(void *p, int order, struct gostack__gclink *first, struct gostack__gc
 	gostack__lf_push_chain(&lp->stackpool[order].stack, (ck_stack_entry_t *)first, (ck_stack_entry_t *)last);
 }
 
-static size_t
-lf_percpu_bytes(void *p)
+static bool
+lf_percpu_bytes(void *p, size_t *bytes)
 {
 	struct gostack__lf_pools *lp = p;
-	size_t per[GOSTACK_NUM_ORDERS];
 
-	return lp->pcpu != NULL ? gostack__pcpu_bytes(lp->pcpu, per) : (size_t)-1;
+	if (lp->pcpu == NULL)
+		return false;
+	*bytes = gostack__pcpu_bytes(lp->pcpu);
+	return true;
 }
 
 static void *
