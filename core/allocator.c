@@ -131,10 +131,10 @@ gostack_allocator_new(const gostack_config_t *cfg)
 		a->guard = (cfg->guard_size + a->page - 1) & ~(a->page - 1);
 	}
 	a->decay_ms = cfg->decay_ms == 0 ? GOSTACK__DECAY_DEFAULT_MS : cfg->decay_ms < 0 ? -1 : cfg->decay_ms;
-	/* The inline paths assume Go's layout: packed, naturally aligned stacks;
+	/* The inline paths read each span's geometry, guarded or not (stack.c);
 	 * under Valgrind every operation takes the slow paths (tools.h). With
 	 * a depth profile they are the copies with the countdown. */
-	bool plain = !a->no_cache && !a->debug && a->guard == 0 && !gostack__tool_slow_only();
+	bool plain = !a->no_cache && !a->debug && !gostack__tool_slow_only();
 
 	a->profile = cfg->profile != 0 ? cfg->profile : (unsigned)gostack__opt(GOSTACK__OPT_PROFILE);
 	a->fast = plain && a->profile == 0;

@@ -284,8 +284,8 @@ struct gostack_allocator {
 	int slot;                    /* index into gostack__tls.slot */
 	bool no_cache;
 	bool debug;                  /* GOSTACK_DEBUG / config.debug: debug.c's checks */
-	bool fast;                   /* !no_cache && !debug && !guard, not under Valgrind, no
-	                                profile: the inline cached paths apply */
+	bool fast;                   /* !no_cache && !debug, not under Valgrind, no profile:
+	                                the inline cached paths apply (guarded or not) */
 	bool fast_prof;              /* the same but for a profile: the inline cached paths with
 	                                the sample countdown (stack.c) */
 	unsigned profile;            /* one in N sampled for the depth profile; 0: off */

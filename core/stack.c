@@ -358,11 +358,19 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 }
 
 /*
- * The cached path of a free: a small power-of-two size, lo aligned to it,
- * the span (two loads, never the stack) a pool span of a handing out
- * n-byte stacks, this thread's cache for a with room; with a profile, no
- * sampled stack live in the span. false: take the slow path, which checks
- * and reports every misuse. Inlined twice, as cached_alloc.
+ * The cached path of a free: a small power-of-two size, the span (two
+ * loads, never the stack) a pool span of a handing out n-byte stacks, lo
+ * where one of its stacks starts, this thread's cache for a with room; with
+ * a profile, no sampled stack live in the span. false: take the slow path,
+ * which checks and reports every misuse. Inlined twice, as cached_alloc.
+ *
+ * "Where a stack starts" is the span's geometry (span.h), one test for
+ * every layout: the span's block is aligned to its size, which is at least
+ * the stride, so lo starts stack i exactly when lo mod stride == lo_off
+ * (unguarded: stride n, lo_off 0, the natural alignment; guarded: the
+ * stack at the top of its slot, the guard below). The test also bounds i:
+ * spanOf found the span from lo's own 32 KiB unit, so lo is inside the
+ * span's stacks (a stride of 32 KiB or more holds one stack, at lo_off).
  */
 static inline __attribute__((always_inline)) bool
 cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi, bool prof)
@@ -373,7 +381,8 @@ cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi, bool prof)
 	if (gostack__likely(s != NULL &&
 	    atomic_load_explicit(&s->state, memory_order_relaxed) == GOSTACK__SPAN_POOL &&
 	    atomic_load_explicit(&s->alloc, memory_order_relaxed) == a &&
-	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) == n)) {
+	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) == n &&
+	    (lo & (s->stride - 1)) == s->lo_off)) {
 		if (prof && gostack__unlikely(atomic_load_explicit(&s->sampled, memory_order_relaxed) != 0))
 			return false;   /* maybe this one: the slow path measures it */
 		struct gostack__tcache *t = gostack__tcache_mine(a);
@@ -399,13 +408,14 @@ cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi, bool prof)
 	return false;
 }
 
-/* Whether a free of [lo, hi) can take a cached path at all. */
+/* Whether a free of [lo, hi) can take a cached path at all: a small stack's
+ * size (where it starts is the span's to say, in cached_free). */
 static inline bool
 cacheable(uintptr_t lo, uintptr_t hi)
 {
 	size_t n = hi - lo;
 
-	return n - GOSTACK_MIN_SIZE < GOSTACK__SMALL_LIMIT / 2 && gostack__is_pow2(n) && (lo & (n - 1)) == 0;
+	return n - GOSTACK_MIN_SIZE < GOSTACK__SMALL_LIMIT / 2 && gostack__is_pow2(n);
 }
 
 void

@@ -172,6 +172,14 @@ static gostack_t misuse_s;
 
 static void free_guard_lo(void) { gostack_allocator_free(misuse_a, (gostack_t){ misuse_s.lo - 8192, misuse_s.lo }); }
 static void free_shifted(void) { gostack_allocator_free(misuse_a, (gostack_t){ misuse_s.lo - 2048, misuse_s.hi - 2048 }); }
+/* The rest of a 2 KiB stack's page, above hi: 2 KiB-aligned, so only the
+ * span's geometry (stride, lo_off) tells it from a stack. */
+static void free_above_small(void)
+{
+	gostack_t s = gostack_allocator_alloc(misuse_a, 2048);
+
+	gostack_allocator_free(misuse_a, (gostack_t){ s.hi, s.hi + 2048 });
+}
 static void free_large_guard(void)
 {
 	gostack_t s = gostack_allocator_alloc(misuse_a, 65536);
@@ -188,6 +196,7 @@ TEST(misuse_in_guard_memory)
 	test_expect_abort("free of the slot below a stack", "not the start of a stack|not a stack|misaligned", free_guard_lo);
 	test_expect_abort("free of a stack shifted by 2 KiB", "not the start of a stack|misaligned", free_shifted);
 	test_expect_abort("free of a large stack's lower half", "not the start of a stack|not a stack", free_large_guard);
+	test_expect_abort("free of the page above a 2 KiB stack", "not the start of a stack", free_above_small);
 	gostack_allocator_free(misuse_a, misuse_s);
 	CHECK_EQ(gostack_allocator_delete(misuse_a), 0);
 }

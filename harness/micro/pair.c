@@ -7,7 +7,8 @@
  * background scavenger) against decay off, at 8 KiB (the cached path) and
  * 256 KiB (stackLarge, whose free reads no clock: the scavenger stamps an
  * idle span when it first sees it), and with 4 KiB
- * guard pages (the slow, fully checked paths); and the depth profile at one
+ * guard pages (the same cached paths, the free's check reading the span's
+ * guarded geometry); and the depth profile at one
  * in 1000 and one in 100 against off (core/profile.c). Output: three lines
  * per round, ns per pair.
  */
