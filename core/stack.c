@@ -191,57 +191,79 @@ stackalloc_slow(gostack_allocator_t *a, size_t size)
 }
 
 /*
- * The cached path: a small size, this thread's cache for a, a stack in it.
- * false: not here, take the slow path. Two copies are inlined: the plain
+ * The cached paths: a small size, this thread's cache for a, a stack in it
+ * (alloc) or room for one (free). Two copies of each are inlined: the plain
  * one (a->fast) and, for an allocator with a depth profile (a->fast_prof),
  * one that counts down to the next sample (profile.c) and leaves the
  * sample to the slow path; the plain one carries nothing of the profile
  * (the second copy sits behind the branch the plain path already takes).
+ * An empty cache (alloc) or a full one (free) is refilled or released by
+ * an out-of-line tail (cached_refill, cached_release) that starts from what
+ * the cached path already checked, rather than from the top of the slow
+ * path; everything else goes to the slow paths. Each way out is a tail
+ * call, so the paths stay leaves (no frame, no saved registers).
  */
-static inline __attribute__((always_inline)) bool
-cached_alloc(gostack_allocator_t *a, size_t size, bool prof, gostack_t *out)
+
+/* The pop of a cached stack of order o (n bytes) off list c, x its head. */
+static inline __attribute__((always_inline)) gostack_t
+cached_pop(struct gostack__tcache *t, struct gostack__stackfreelist *c, struct gostack__gclink *x,
+    int order, size_t n, bool prof)
 {
-	size_t n = gostack__round2(size);
-	int order = gostack__order(n);
+	uintptr_t hi = (uintptr_t)x + GOSTACK__LINK_SIZE;
+
+	if (prof)
+		t->prof_left--;
+	c->list = x->next;
+	x->mark = 0;   /* handed out (same line as the link) */
+	atomic_store_explicit(&c->size, atomic_load_explicit(&c->size, memory_order_relaxed) - n,
+	    memory_order_relaxed);
+	gostack__count(&t->st.allocs[order], 1);
+	gostack__tool_alloc_fast(hi - n, n);
+	return (gostack_t){ hi - n, hi };
+}
+
+/*
+ * The cached path found its list empty: Go's stackcacherefill, then the
+ * pop. The deferred free waiting, if any, goes first: it may land in this
+ * very list. Out of memory: the slow path tries again and fails with ENOMEM.
+ */
+static __attribute__((noinline)) gostack_t
+cached_refill(gostack_allocator_t *a, size_t size, struct gostack__tcache *t, int order, bool prof)
+{
+	struct gostack__stackfreelist *c = &t->stackcache[order];
+
+	gostack__deferred_poke();
+	if (c->list == NULL && !gostack__stackcacherefill(t, order))
+		return stackalloc_slow(a, size);
+	return cached_pop(t, c, c->list, order, gostack__order_size(order), prof);
+}
+
+static inline __attribute__((always_inline)) gostack_t
+cached_alloc(gostack_allocator_t *a, size_t size, bool prof)
+{
+	/* round2 and order with one bsr, for 1 <= size <= 16 KiB: l = 10..13 */
+	unsigned l = 63u - (unsigned)__builtin_clzll((unsigned long long)((size - 1) | (GOSTACK__FIXED_STACK - 1)));
+	size_t n = (size_t)2 << l;
+	int order = (int)l - 10;
 	struct gostack__tcache *t = gostack__tcache_mine(a);
 
-	if (gostack__likely(t != NULL)) {
-		struct gostack__stackfreelist *c = &t->stackcache[order];
-		struct gostack__gclink *x = c->list;
+	if (gostack__unlikely(t == NULL) || (prof && gostack__unlikely(t->prof_left <= 1)))
+		return stackalloc_slow(a, size);   /* no cache yet; or this one may be the sample */
+	struct gostack__stackfreelist *c = &t->stackcache[order];
+	struct gostack__gclink *x = c->list;
 
-		if (gostack__likely(x != NULL)) {
-			uintptr_t hi = (uintptr_t)x + GOSTACK__LINK_SIZE;
-
-			if (prof) {
-				if (gostack__unlikely(t->prof_left <= 1))
-					return false;   /* this one may be the sample */
-				t->prof_left--;
-			}
-			c->list = x->next;
-			x->mark = 0;   /* handed out (same line as the link) */
-			atomic_store_explicit(&c->size,
-			    atomic_load_explicit(&c->size, memory_order_relaxed) - n, memory_order_relaxed);
-			gostack__count(&t->st.allocs[order], 1);
-			gostack__tool_alloc_fast(hi - n, n);
-			*out = (gostack_t){ hi - n, hi };
-			return true;
-		}
-	}
-	return false;
+	if (gostack__unlikely(x == NULL))
+		return cached_refill(a, size, t, order, prof);
+	return cached_pop(t, c, x, order, n, prof);
 }
 
 gostack_t
 gostack_allocator_alloc(gostack_allocator_t *a, size_t size)
 {
-	gostack_t r;
-
-	if (gostack__likely(a != NULL && size - 1 < GOSTACK__SMALL_LIMIT / 2 && a->fast)) {
-		if (gostack__likely(cached_alloc(a, size, false, &r)))
-			return r;
-	} else if (a != NULL && a->fast_prof && size - 1 < GOSTACK__SMALL_LIMIT / 2) {
-		if (cached_alloc(a, size, true, &r))
-			return r;
-	}
+	if (gostack__likely(a != NULL && size - 1 < GOSTACK__SMALL_LIMIT / 2 && a->fast))
+		return cached_alloc(a, size, false);
+	if (a != NULL && a->fast_prof && size - 1 < GOSTACK__SMALL_LIMIT / 2)
+		return cached_alloc(a, size, true);
 	return stackalloc_slow(a, size);
 }
 
@@ -357,12 +379,40 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	gostack__count(&t->st.frees[order], 1);
 }
 
+/* The push of a freed stack's link x (n bytes, order o, marked free) onto
+ * list c holding `have` bytes. */
+static inline __attribute__((always_inline)) void
+cached_push(struct gostack__tcache *t, struct gostack__stackfreelist *c, struct gostack__gclink *x,
+    int order, size_t n, size_t have)
+{
+	x->next = c->list;
+	c->list = x;
+	atomic_store_explicit(&c->size, have + n, memory_order_relaxed);
+	gostack__count(&t->st.frees[order], 1);
+}
+
+/* The cached path of a free found its list full (its stack checked and
+ * marked free): the deferred free waiting, if any (it may land here), then
+ * Go's stackcacherelease before the push, as the slow path does it. */
+static __attribute__((noinline)) void
+cached_release(struct gostack__tcache *t, struct gostack__gclink *x, int order, size_t n)
+{
+	struct gostack__stackfreelist *c = &t->stackcache[order];
+
+	gostack__deferred_poke();
+	gostack__stackcacherelease(t, order);
+	gostack__scavenger_poke();
+	cached_push(t, c, x, order, n, atomic_load_explicit(&c->size, memory_order_relaxed));
+}
+
 /*
- * The cached path of a free: a small power-of-two size, the span (two
- * loads, never the stack) a pool span of a handing out n-byte stacks, lo
- * where one of its stacks starts, this thread's cache for a with room; with
- * a profile, no sampled stack live in the span. false: take the slow path,
- * which checks and reports every misuse. Inlined twice, as cached_alloc.
+ * The cached path of a free: the span (two loads, never the stack) a pool
+ * span of a handing out n-byte stacks, lo where one of its stacks starts,
+ * this thread's cache for a; with a profile, no sampled stack live in the
+ * span. Anything else takes the slow path, which checks and reports every
+ * misuse. No test of the size comes first: a pool span's elemsize is a
+ * small power of two, so hi - lo matching it says that much already ({0,
+ * 0}, large stacks and garbage find no pool span, or another size).
  *
  * "Where a stack starts" is the span's geometry (span.h), one test for
  * every layout: the span's block is aligned to its size, which is at least
@@ -372,65 +422,50 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
  * spanOf found the span from lo's own 32 KiB unit, so lo is inside the
  * span's stacks (a stride of 32 KiB or more holds one stack, at lo_off).
  */
-static inline __attribute__((always_inline)) bool
+static inline __attribute__((always_inline)) void
 cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi, bool prof)
 {
 	size_t n = hi - lo;
 	struct gostack__span *s = gostack__span_of_inline(lo);
 
-	if (gostack__likely(s != NULL &&
-	    atomic_load_explicit(&s->state, memory_order_relaxed) == GOSTACK__SPAN_POOL &&
-	    atomic_load_explicit(&s->alloc, memory_order_relaxed) == a &&
-	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) == n &&
-	    (lo & (s->stride - 1)) == s->lo_off)) {
-		if (prof && gostack__unlikely(atomic_load_explicit(&s->sampled, memory_order_relaxed) != 0))
-			return false;   /* maybe this one: the slow path measures it */
-		struct gostack__tcache *t = gostack__tcache_mine(a);
-
-		if (gostack__likely(t != NULL)) {
-			int order = gostack__order(n);
-			struct gostack__stackfreelist *c = &t->stackcache[order];
-			size_t have = atomic_load_explicit(&c->size, memory_order_relaxed);
-
-			if (gostack__likely(have < GOSTACK_CACHE_SIZE)) {
-				struct gostack__gclink *x = (struct gostack__gclink *)(hi - GOSTACK__LINK_SIZE);
-
-				gostack__tool_free_fast(lo, n);   /* before the link is written */
-				mark_free(x, lo, hi);
-				x->next = c->list;
-				c->list = x;
-				atomic_store_explicit(&c->size, have + n, memory_order_relaxed);
-				gostack__count(&t->st.frees[order], 1);
-				return true;
-			}
-		}
+	if (gostack__unlikely(s == NULL ||
+	    atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_POOL ||
+	    atomic_load_explicit(&s->alloc, memory_order_relaxed) != a ||
+	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) != n ||
+	    (lo & (s->stride - 1)) != s->lo_off ||
+	    (prof && atomic_load_explicit(&s->sampled, memory_order_relaxed) != 0))) {
+		stackfree_slow(a, lo, hi);   /* with a profile: maybe a sample, measured there */
+		return;
 	}
-	return false;
-}
+	struct gostack__tcache *t = gostack__tcache_mine(a);
 
-/* Whether a free of [lo, hi) can take a cached path at all: a small stack's
- * size (where it starts is the span's to say, in cached_free). */
-static inline bool
-cacheable(uintptr_t lo, uintptr_t hi)
-{
-	size_t n = hi - lo;
+	if (gostack__unlikely(t == NULL)) {
+		stackfree_slow(a, lo, hi);
+		return;
+	}
+	int order = s->order;   /* set before the span's stacks are handed out */
+	struct gostack__stackfreelist *c = &t->stackcache[order];
+	size_t have = atomic_load_explicit(&c->size, memory_order_relaxed);
+	struct gostack__gclink *x = (struct gostack__gclink *)(hi - GOSTACK__LINK_SIZE);
 
-	return n - GOSTACK_MIN_SIZE < GOSTACK__SMALL_LIMIT / 2 && gostack__is_pow2(n);
+	gostack__tool_free_fast(lo, n);   /* before the link is written */
+	mark_free(x, lo, hi);
+	if (gostack__unlikely(have >= GOSTACK_CACHE_SIZE))
+		cached_release(t, x, order, n);
+	else
+		cached_push(t, c, x, order, n, have);
 }
 
 void
 gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
 {
-	uintptr_t lo = stk.lo, hi = stk.hi;
-
-	if (gostack__likely(cacheable(lo, hi) && a != NULL && a->fast)) {
-		if (gostack__likely(cached_free(a, lo, hi, false)))
-			return;
-	} else if (a != NULL && a->fast_prof) {
-		if (cacheable(lo, hi) && cached_free(a, lo, hi, true))
-			return;
-	}
-	stackfree_slow(a, lo, hi);   /* a tail call: the path above stays a leaf */
+	if (gostack__likely(a != NULL && a->fast))
+		cached_free(a, stk.lo, stk.hi, false);
+	else if (a != NULL && a->fast_prof)
+		cached_free(a, stk.lo, stk.hi, true);
+	else
+		stackfree_slow(a, stk.lo, stk.hi);
+	/* every way out above is a tail call */
 }
 
 /* ---- frees by lo alone, and frees that wait ------------------------------ */
