@@ -57,6 +57,9 @@ const struct gostack__tunable_row gostack__tunable_table[] = {
 	{ "GOSTACK__PCPU_BIN_BYTES", (long long)GOSTACK__PCPU_BIN_BYTES, "128 KiB",
 	    "free stacks one CPU's per-CPU bin of one order holds at most (lock-free pools)" },
 	{ "GOSTACK__PCPU_SLOTS", GOSTACK__PCPU_SLOTS, "64", "slots of a per-CPU bin (the 2 KiB order uses all)" },
+	{ "GOSTACK__PCPU_LARGE_BYTES", (long long)GOSTACK__PCPU_LARGE_BYTES, "512 KiB",
+	    "free large stacks (32 KiB .. 1 MiB) one CPU's bin of one log2 class holds at most (always one)" },
+	{ "GOSTACK__PCPU_LARGE_SLOTS", GOSTACK__PCPU_LARGE_SLOTS, "4", "slots of a per-CPU large bin" },
 	{ "GOSTACK__SCAV_EXIT_WAIT_MS", GOSTACK__SCAV_EXIT_WAIT_MS, "1000",
 	    "at exit, the longest wait for the scavenger thread to be joined (ms)" },
 };

@@ -35,6 +35,10 @@
  * CPU's bin of one order holds at most, and the slots of a bin. */
 #define GOSTACK__PCPU_BIN_BYTES ((size_t)128 << 10)
 #define GOSTACK__PCPU_SLOTS 64
+/* ... and for large stacks (32 KiB .. 1 MiB, one bin per log2 class):
+ * bytes a bin holds at most (but always one span), and its slots. */
+#define GOSTACK__PCPU_LARGE_BYTES ((size_t)512 << 10)
+#define GOSTACK__PCPU_LARGE_SLOTS 4
 /* At exit, how long the destructor waits for the scavenger to finish a pass
  * and be joined. */
 #define GOSTACK__SCAV_EXIT_WAIT_MS 1000

@@ -137,7 +137,7 @@ typedef struct gostack_depth_stats {
 typedef struct gostack_stats_detail {
 	gostack_stats_t total;         /* what gostack_allocator_stats() gives */
 	gostack_class_stats_t order[GOSTACK_NUM_ORDERS];
-	gostack_class_stats_t large;   /* stacks of 32 KiB and more; pooled = stackLarge */
+	gostack_class_stats_t large;   /* stacks of 32 KiB and more; pooled = stackLarge (and per-CPU bins) */
 	size_t heap_dirty_bytes;       /* process-wide: freed spans' pages still committed, waiting for decay */
 	gostack_backend_t backend;     /* GOSTACK_BACKEND_MUTEX or GOSTACK_BACKEND_LOCKFREE */
 	bool no_cache;

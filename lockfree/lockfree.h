@@ -186,30 +186,55 @@ struct gostack__lf_pools {
 
 GOSTACK__HIDDEN struct gostack__span *gostack__lf_large_get(void *p, unsigned log2npages);
 GOSTACK__HIDDEN void gostack__lf_large_put(void *p, struct gostack__span *s);
+/* large_put past the per-CPU tier: onto stackLarge, or to the heap past
+ * the bound (a span drained from the tier goes here). */
+GOSTACK__HIDDEN void gostack__lf_large_put_global(struct gostack__lf_pools *lp, struct gostack__span *s);
 /* Spans idle on stackLarge since before now back to the heap
  * (GOSTACK__RELEASE_ALL: all of them); returns the bytes. */
 GOSTACK__HIDDEN size_t gostack__lf_large_release(struct gostack__lf_pools *lp, uint64_t now);
 
 /* ---- percpu.c: the per-CPU tier (its correctness argument is there) ------ */
 
-/* One CPU's bin of one order: written only by CSs on that CPU, or by the
- * drainer while the CPU is stopped. slot[0 .. count) are free stacks
- * (their gclinks); count <= the order's cap. */
+/*
+ * Classes: the small orders 0 .. GOSTACK_NUM_ORDERS - 1 (bins of gclinks),
+ * then stackLarge's lists of log2(npages) GOSTACK__PCPU_LARGE_MIN ..
+ * GOSTACK__PCPU_LARGE_MAX (32 KiB .. 1 MiB stacks: bins of spans).
+ */
+#define GOSTACK__PCPU_LARGE_MIN 2
+#define GOSTACK__PCPU_LARGE_MAX 7
+#define GOSTACK__PCPU_LARGE_CLASSES (GOSTACK__PCPU_LARGE_MAX - GOSTACK__PCPU_LARGE_MIN + 1)
+#define GOSTACK__PCPU_CLASSES (GOSTACK_NUM_ORDERS + GOSTACK__PCPU_LARGE_CLASSES)
+
+/* One CPU's bin of one small order: written only by CSs on that CPU, or by
+ * the drainer while the CPU is stopped. slot[0 .. count) are free stacks
+ * (their gclinks); count <= the class's cap. */
 struct gostack__pcpu_bin {
 	uint32_t count;
 	struct gostack__gclink *slot[GOSTACK__PCPU_SLOTS];
 } __attribute__((aligned(64)));
 
+/* The same for one large class: slot[0 .. count) are free large spans. The
+ * critical sections see both kinds alike: count at offset 0, the slots
+ * (pointers) from offset 8. */
+struct gostack__pcpu_lbin {
+	uint32_t count;
+	struct gostack__span *slot[GOSTACK__PCPU_LARGE_SLOTS];
+} __attribute__((aligned(64)));
+
+_Static_assert(offsetof(struct gostack__pcpu_bin, slot) == 8 && offsetof(struct gostack__pcpu_lbin, slot) == 8,
+    "percpu.c's critical sections address slot[] at offset 8");
+
 struct gostack__pcpu_cpu {
 	_Atomic uint32_t stopped;                  /* written by the drainer only; read inside every CS */
-	uint32_t seen[GOSTACK_NUM_ORDERS];         /* the drainer's last look at each count (decay) */
+	uint32_t seen[GOSTACK__PCPU_CLASSES];      /* the drainer's last look at each count (decay) */
 	struct gostack__pcpu_bin bin[GOSTACK_NUM_ORDERS];
+	struct gostack__pcpu_lbin lbin[GOSTACK__PCPU_LARGE_CLASSES];
 } __attribute__((aligned(64)));
 
 struct gostack__pcpu {
 	int ncpu;                                  /* possible CPU ids 0 .. ncpu - 1 */
 	size_t bytes;                              /* of this mapping */
-	uint32_t cap[GOSTACK_NUM_ORDERS];          /* slots used per order: GOSTACK__PCPU_BIN_BYTES / size */
+	uint32_t cap[GOSTACK__PCPU_CLASSES];       /* slots used per class (percpu.c: pcpu_cap) */
 	pthread_mutex_t drain_lock;                /* one drainer at a time */
 	struct gostack__pcpu_cpu cpu[] __attribute__((aligned(64)));
 };
@@ -226,12 +251,19 @@ GOSTACK__HIDDEN size_t gostack__pcpu_pop(struct gostack__pcpu *pc, int order, si
  * first link; it ends at last), or NULL. */
 GOSTACK__HIDDEN struct gostack__gclink *gostack__pcpu_push(struct gostack__pcpu *pc, int order,
     struct gostack__gclink *first, struct gostack__gclink *last);
-/* Every CPU's bins (all) or the ones unchanged since the previous drain
- * (decay) to put(arg, order, first, last); decay_lock held. Bytes moved. */
-GOSTACK__HIDDEN size_t gostack__pcpu_drain(struct gostack__pcpu *pc, bool all,
-    void (*put)(void *, int, struct gostack__gclink *, struct gostack__gclink *), void *arg);
-/* Bytes in the bins (a relaxed snapshot). */
-GOSTACK__HIDDEN size_t gostack__pcpu_bytes(const struct gostack__pcpu *pc);
+/* A free large span of stackLarge's list log2npages from this CPU's bin, or
+ * NULL (empty, stopped, or a list the tier does not keep). */
+GOSTACK__HIDDEN struct gostack__span *gostack__pcpu_large_pop(struct gostack__pcpu *pc, unsigned log2npages);
+/* The free large span s into this CPU's bin of its list; false: no room
+ * (or a list the tier does not keep). */
+GOSTACK__HIDDEN bool gostack__pcpu_large_push(struct gostack__pcpu *pc, struct gostack__span *s);
+/* Every CPU's bins of classes [first, end) (all) or the ones unchanged
+ * since the previous drain (decay) to put(arg, class, items, n): gclinks
+ * of a small order, spans of a large class; decay_lock held. Bytes moved. */
+GOSTACK__HIDDEN size_t gostack__pcpu_drain(struct gostack__pcpu *pc, bool all, int first, int end,
+    void (*put)(void *, int, void *const *, uint32_t), void *arg);
+/* Bytes in the bins of classes [first, end) (a relaxed snapshot). */
+GOSTACK__HIDDEN size_t gostack__pcpu_bytes(const struct gostack__pcpu *pc, int first, int end);
 GOSTACK__HIDDEN void gostack__pcpu_fork_prepare(struct gostack__pcpu *pc);
 GOSTACK__HIDDEN void gostack__pcpu_fork_parent(struct gostack__pcpu *pc);
 

@@ -1,11 +1,15 @@
 /*
  * percpu.c: the per-CPU tier of the lock-free pools, between the threads'
  * caches (Go's per-P stackcache, core/stackcache.c) and the global ck_stack
- * pools (stackpool.c). Per CPU and per order, a bounded array of free
- * stacks (their gclink pointers), operated with restartable sequences
- * (rseq) on glibc's registration: a refill or release is a few plain loads
- * and stores on a CPU-local line, with no lock, no atomic read-modify-write
- * and no RCU read section. Overflow and underflow go to the global pools.
+ * pools (stackpool.c, stacklarge.c). Per CPU and per class, a bounded array
+ * of free stacks, operated with restartable sequences (rseq) on glibc's
+ * registration: a refill or release is a few plain loads and stores on a
+ * CPU-local line, with no lock, no atomic read-modify-write and no RCU read
+ * section. Overflow and underflow go to the global pools. Classes
+ * (lockfree.h): the four small orders (bins of gclink pointers) and
+ * stackLarge's lists of 32 KiB .. 1 MiB stacks (bins of span pointers, a
+ * few spans each: Go's stackLarge has no cache at all, so every large
+ * stack was a DCAS on a shared list and an RMW on its byte count).
  *
  * Correctness argument.
  *  - Who writes a CPU's bins: only threads running on that CPU, inside a
@@ -53,9 +57,19 @@
  * without MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, on other architectures, or
  * with the tier turned off (config.no_percpu, GOSTACK_PERCPU=0), the
  * lock-free pools run as before: thread cache <-> global pools.
- * Memory held: at most GOSTACK__PCPU_BIN_BYTES per order per CPU
- * (options.h), counted as pooled; decay drains bins that did not change
- * between two sweeps (so idle for decay_ms to 2 x decay_ms).
+ *  - Large bins hold spans, whose metadata is never freed while the span
+ *    is the allocator's (a span in a bin is mapped, counted as pooled, and
+ *    its arena cannot be detached), so a pop needs no grace period either;
+ *    the span's large_free flag is untouched by the tier (a double free is
+ *    still caught by its exchange in stackfree).
+ * Memory held: at most GOSTACK__PCPU_BIN_BYTES per order per CPU and
+ * GOSTACK__PCPU_LARGE_BYTES (but one span at least) per large class per
+ * CPU (options.h): 4 x 128 KiB small, and 128 + 256 + 512 + 512 + 512 KiB
+ * + 1 MiB large = 3.4 MiB per CPU at most, counted as pooled (percpu_bytes
+ * breaks it out). Decay drains bins that did not change between two looks:
+ * small ones at the scavenger's pool sweeps (idle for decay_ms to 2 x
+ * decay_ms), large ones at every pass, onto stackLarge, whose own decay
+ * then gives them back.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -154,6 +168,39 @@ gostack__pcpu_available(void)
 	return atomic_load_explicit(&pcpu_state, memory_order_acquire) > 0;
 }
 
+/* Bytes of one stack of class k (lockfree.h). */
+static size_t
+class_size(int k)
+{
+	return k < GOSTACK_NUM_ORDERS ? gostack__order_size(k) :
+	    GOSTACK__PAGE_SIZE << (k - GOSTACK_NUM_ORDERS + GOSTACK__PCPU_LARGE_MIN);
+}
+
+/* Slots a bin of class k uses: its bytes bound over the stack size, within
+ * the slots it has; a large bin always keeps one. */
+static uint32_t
+pcpu_cap(int k)
+{
+	size_t bytes = k < GOSTACK_NUM_ORDERS ? GOSTACK__PCPU_BIN_BYTES : GOSTACK__PCPU_LARGE_BYTES;
+	size_t slots = k < GOSTACK_NUM_ORDERS ? GOSTACK__PCPU_SLOTS : GOSTACK__PCPU_LARGE_SLOTS;
+	size_t n = bytes / class_size(k);
+
+	return (uint32_t)(n < 1 ? 1 : n > slots ? slots : n);
+}
+
+/* A CPU's bin of class k: its count (the slots follow at offset 8). */
+static inline uint32_t *
+bin_of(struct gostack__pcpu_cpu *c, int k)
+{
+	return k < GOSTACK_NUM_ORDERS ? &c->bin[k].count : &c->lbin[k - GOSTACK_NUM_ORDERS].count;
+}
+
+static inline void **
+slots_of(struct gostack__pcpu_cpu *c, int k)
+{
+	return k < GOSTACK_NUM_ORDERS ? (void **)c->bin[k].slot : (void **)c->lbin[k - GOSTACK_NUM_ORDERS].slot;
+}
+
 struct gostack__pcpu *
 gostack__pcpu_create(void)
 {
@@ -167,9 +214,8 @@ gostack__pcpu_create(void)
 	pc->ncpu = ncpu;
 	pc->bytes = (bytes + 4095) & ~(size_t)4095;
 	pthread_mutex_init(&pc->drain_lock, NULL);
-	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
-		pc->cap[o] = (uint32_t)(GOSTACK__PCPU_BIN_BYTES / gostack__order_size(o) < GOSTACK__PCPU_SLOTS ?
-		    GOSTACK__PCPU_BIN_BYTES / gostack__order_size(o) : GOSTACK__PCPU_SLOTS);
+	for (int k = 0; k < GOSTACK__PCPU_CLASSES; k++)
+		pc->cap[k] = pcpu_cap(k);
 	return pc;
 }
 
@@ -221,14 +267,14 @@ gostack__pcpu_destroy(struct gostack__pcpu *pc)
  * slot[] at offset 8 (lockfree.h).
  */
 static inline int
-pcpu_pop_batch(struct gostack__pcpu *pc, int order, struct gostack__gclink **out, uint32_t k, uint32_t *got)
+pcpu_pop_batch(struct gostack__pcpu *pc, int cls, void **out, uint32_t k, uint32_t *got)
 {
 	struct rseq *rs = rseq_area();
 
 	for (;;) {
 		uint32_t cpu = *(volatile uint32_t *)&rs->cpu_id_start;
 		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
-		struct gostack__pcpu_bin *b = &c->bin[order];
+		uint32_t *b = bin_of(c, cls);
 
 		test_window();
 		__asm__ __volatile__ goto(
@@ -270,16 +316,15 @@ pcpu_pop_batch(struct gostack__pcpu *pc, int order, struct gostack__gclink **out
 /* Batch push: m = min(k, cap - count) of in[0 .. m) into slot[count ..
  * count + m), then the commit count += m; *put = m. Returns as the pop. */
 static inline int
-pcpu_push_batch(struct gostack__pcpu *pc, int order, struct gostack__gclink *const *in, uint32_t k,
-    uint32_t *put)
+pcpu_push_batch(struct gostack__pcpu *pc, int cls, void *const *in, uint32_t k, uint32_t *put)
 {
 	struct rseq *rs = rseq_area();
-	uint32_t cap = pc->cap[order];
+	uint32_t cap = pc->cap[cls];
 
 	for (;;) {
 		uint32_t cpu = *(volatile uint32_t *)&rs->cpu_id_start;
 		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
-		struct gostack__pcpu_bin *b = &c->bin[order];
+		uint32_t *b = bin_of(c, cls);
 
 		test_window();
 		__asm__ __volatile__ goto(
@@ -320,13 +365,13 @@ pcpu_push_batch(struct gostack__pcpu *pc, int order, struct gostack__gclink *con
 }
 #else
 static inline int
-pcpu_pop_batch(struct gostack__pcpu *pc, int o, struct gostack__gclink **out, uint32_t k, uint32_t *got)
+pcpu_pop_batch(struct gostack__pcpu *pc, int o, void **out, uint32_t k, uint32_t *got)
 {
 	(void)pc; (void)o; (void)out; (void)k; (void)got;
 	return -1;
 }
 static inline int
-pcpu_push_batch(struct gostack__pcpu *pc, int o, struct gostack__gclink *const *in, uint32_t k, uint32_t *put)
+pcpu_push_batch(struct gostack__pcpu *pc, int o, void *const *in, uint32_t k, uint32_t *put)
 {
 	(void)pc; (void)o; (void)in; (void)k; (void)put;
 	return -1;
@@ -345,7 +390,7 @@ gostack__pcpu_pop(struct gostack__pcpu *pc, int order, size_t n, struct gostack_
 
 	if (n > PCPU_BATCH)
 		n = PCPU_BATCH;
-	if (pcpu_pop_batch(pc, order, buf, (uint32_t)n, &got) <= 0)
+	if (pcpu_pop_batch(pc, order, (void **)buf, (uint32_t)n, &got) <= 0)
 		return 0;
 	for (uint32_t i = 0; i < got; i++) {
 		tsan_acquire(buf[i]);
@@ -372,11 +417,45 @@ gostack__pcpu_push(struct gostack__pcpu *pc, int order, struct gostack__gclink *
 
 	for (uint32_t i = 0; i < k; i++)   /* its links read: now they may be handed on */
 		tsan_release(buf[i]);
-	if (pcpu_push_batch(pc, order, buf, k, &put) <= 0)
+	if (pcpu_push_batch(pc, order, (void *const *)buf, k, &put) <= 0)
 		return first;
 	/* What did not fit, or lies past the batch: for the global pool (its
 	 * links are intact: the bins do not use them). */
 	return put < k ? buf[put] : after;
+}
+
+/* stackLarge's list log2npages as a class, or -1 when the tier keeps none. */
+static inline int
+large_class(unsigned log2npages)
+{
+	return log2npages - GOSTACK__PCPU_LARGE_MIN < (unsigned)GOSTACK__PCPU_LARGE_CLASSES ?
+	    GOSTACK_NUM_ORDERS + (int)(log2npages - GOSTACK__PCPU_LARGE_MIN) : -1;
+}
+
+struct gostack__span *
+gostack__pcpu_large_pop(struct gostack__pcpu *pc, unsigned log2npages)
+{
+	int k = large_class(log2npages);
+	void *s = NULL;
+	uint32_t got = 0;
+
+	if (k < 0 || pcpu_pop_batch(pc, k, &s, 1, &got) <= 0)
+		return NULL;
+	tsan_acquire(s);
+	return s;
+}
+
+bool
+gostack__pcpu_large_push(struct gostack__pcpu *pc, struct gostack__span *s)
+{
+	int k = large_class(gostack__large_list(s));
+	void *in = s;
+	uint32_t put = 0;
+
+	if (k < 0)
+		return false;
+	tsan_release(s);
+	return pcpu_push_batch(pc, k, &in, 1, &put) > 0;
 }
 
 /* Stop CPU c and wait until no CS of ours runs on it (file comment). */
@@ -404,50 +483,42 @@ start_cpu(struct gostack__pcpu *pc, int c)
 }
 
 size_t
-gostack__pcpu_drain(struct gostack__pcpu *pc, bool all, void (*put)(void *, int, struct gostack__gclink *,
-    struct gostack__gclink *), void *arg)
+gostack__pcpu_drain(struct gostack__pcpu *pc, bool all, int first, int end,
+    void (*put)(void *, int, void *const *, uint32_t), void *arg)
 {
 	size_t moved = 0;
 
 	pthread_mutex_lock(&pc->drain_lock);   /* one drainer at a time */
 	for (int c = 0; c < pc->ncpu; c++) {
 		struct gostack__pcpu_cpu *cpu = &pc->cpu[c];
-		bool take[GOSTACK_NUM_ORDERS], any = false;
+		bool take[GOSTACK__PCPU_CLASSES], any = false;
 
-		for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
-			uint32_t n = __atomic_load_n(&cpu->bin[o].count, __ATOMIC_RELAXED);
+		for (int k = first; k < end; k++) {
+			uint32_t n = __atomic_load_n(bin_of(cpu, k), __ATOMIC_RELAXED);
 
 			/* Decay: only bins that stood still since the last look. */
-			take[o] = n != 0 && (all || n == cpu->seen[o]);
-			cpu->seen[o] = n;
-			any |= take[o];
+			take[k] = n != 0 && (all || n == cpu->seen[k]);
+			cpu->seen[k] = n;
+			any |= take[k];
 		}
 		if (!any)
 			continue;
 		stop_cpu(pc, c);
-		for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
-			struct gostack__pcpu_bin *b = &cpu->bin[o];
-			uint32_t n = __atomic_load_n(&b->count, __ATOMIC_RELAXED);
+		for (int k = first; k < end; k++) {
+			uint32_t *count = bin_of(cpu, k), n = __atomic_load_n(count, __ATOMIC_RELAXED);
+			void *items[GOSTACK__PCPU_SLOTS];
 
-			if (!take[o] || n == 0)
+			if (!take[k] || n == 0)
 				continue;
-			struct gostack__gclink *first = NULL, *last = NULL;
-
-			for (uint32_t i = 0; i < n; i++) {
-				struct gostack__gclink *x = b->slot[i];
-
-				tsan_acquire(x);
-				x->next = NULL;
-				if (last != NULL)
-					last->next = x;
-				else
-					first = x;
-				last = x;
-			}
-			__atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
-			cpu->seen[o] = 0;
-			put(arg, o, first, last);
-			moved += (size_t)n * gostack__order_size(o);
+			if (n > pc->cap[k])
+				gostack__throw("per-CPU bin %d of CPU %d holds %u, over its %u", k, c, n, pc->cap[k]);
+			memcpy(items, slots_of(cpu, k), n * sizeof items[0]);
+			for (uint32_t i = 0; i < n; i++)
+				tsan_acquire(items[i]);
+			__atomic_store_n(count, 0, __ATOMIC_RELAXED);
+			cpu->seen[k] = 0;
+			put(arg, k, items, n);
+			moved += (size_t)n * class_size(k);
 		}
 		start_cpu(pc, c);
 	}
@@ -459,17 +530,17 @@ void gostack__pcpu_fork_prepare(struct gostack__pcpu *pc) { if (pc != NULL) pthr
 void gostack__pcpu_fork_parent(struct gostack__pcpu *pc) { if (pc != NULL) pthread_mutex_unlock(&pc->drain_lock); }
 
 size_t
-gostack__pcpu_bytes(const struct gostack__pcpu *pc)
+gostack__pcpu_bytes(const struct gostack__pcpu *pc, int first, int end)
 {
 	size_t total = 0;
 
 	for (int c = 0; c < pc->ncpu; c++) {
-		for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
-			uint32_t n = __atomic_load_n(&pc->cpu[c].bin[o].count, __ATOMIC_RELAXED);
+		for (int k = first; k < end; k++) {
+			uint32_t n = __atomic_load_n(bin_of((struct gostack__pcpu_cpu *)&pc->cpu[c], k), __ATOMIC_RELAXED);
 
-			if (n > pc->cap[o])
-				n = pc->cap[o];   /* a torn snapshot: clamp */
-			total += (size_t)n * gostack__order_size(o);
+			if (n > pc->cap[k])
+				n = pc->cap[k];   /* a torn snapshot: clamp */
+			total += (size_t)n * class_size(k);
 		}
 	}
 	return total;

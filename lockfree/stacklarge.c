@@ -19,8 +19,13 @@
  * ck_stack_pop_mpmc (generation-counted DCAS) and drains bump the
  * generation too.
  *
+ * The per-CPU tier (percpu.c) comes first: a get pops this CPU's bin of the
+ * list, a put pushes onto it; only what the bin cannot give or take comes
+ * here, and a drained bin's spans come here through large_put_global.
+ *
  * Bound: large_bytes (all lists) stays <= GOSTACK__LARGE_KEEP (64 MiB per
- * allocator, as with the mutex pools): a free that would pass it reserves
+ * allocator, as with the mutex pools; the per-CPU bins are bounded on
+ * their own): a free that would pass it reserves
  * nothing and gives the span to the heap instead. Release (reclaim, the
  * scavenger) drains each non-empty list, gives back the spans it has seen
  * there for decay_ms (decay_at, written by the put before its releasing push
@@ -38,7 +43,10 @@ gostack__lf_large_get(void *p, unsigned log2npages)
 	struct gostack__lf_list *l = &lp->stackLarge[log2npages];
 	ck_stack_entry_t *e;
 	size_t got;
+	struct gostack__span *s;
 
+	if (lp->pcpu != NULL && (s = gostack__pcpu_large_pop(lp->pcpu, log2npages)) != NULL)
+		return s;   /* this CPU's bin (percpu.c) */
 	if (ck_pr_load_ptr(&l->stack.head) == NULL)
 		return NULL;   /* empty: skip the read section */
 	gostack__rcu_read_lock();
@@ -46,7 +54,7 @@ gostack__lf_large_get(void *p, unsigned log2npages)
 	gostack__rcu_read_unlock();
 	if (e == NULL)
 		return NULL;
-	struct gostack__span *s = gostack__lf_span_of_entry(e);
+	s = gostack__lf_span_of_entry(e);
 
 	atomic_fetch_sub_explicit(&lp->large_bytes, gostack__span_stack_bytes(s), memory_order_relaxed);
 	return s;
@@ -56,6 +64,14 @@ void
 gostack__lf_large_put(void *p, struct gostack__span *s)
 {
 	struct gostack__lf_pools *lp = p;
+
+	if (lp->pcpu == NULL || !gostack__pcpu_large_push(lp->pcpu, s))
+		gostack__lf_large_put_global(lp, s);   /* else in this CPU's bin (percpu.c) */
+}
+
+void
+gostack__lf_large_put_global(struct gostack__lf_pools *lp, struct gostack__span *s)
+{
 	size_t bytes = gostack__span_stack_bytes(s);
 	struct gostack__lf_list *l = &lp->stackLarge[gostack__large_list(s)];
 

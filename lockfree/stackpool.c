@@ -251,13 +251,21 @@ lf_pool_put(void *p, int order, struct gostack__gclink *first, struct gostack__g
 	gostack__lf_push_chain(&lp->stackpool[order].stack, (ck_stack_entry_t *)first, (ck_stack_entry_t *)last);
 }
 
-/* A per-CPU bin drained: to the global pool. */
+/* A per-CPU bin drained (decay_lock held): a small order's stacks to its
+ * global pool as one chain, a large class's spans to stackLarge. */
 static void
-put_global(void *p, int order, struct gostack__gclink *first, struct gostack__gclink *last)
+put_global(void *p, int cls, void *const *items, uint32_t n)
 {
 	struct gostack__lf_pools *lp = p;
 
-	gostack__lf_push_chain(&lp->stackpool[order].stack, (ck_stack_entry_t *)first, (ck_stack_entry_t *)last);
+	if (cls >= GOSTACK_NUM_ORDERS) {
+		for (uint32_t i = 0; i < n; i++)
+			gostack__lf_large_put_global(lp, items[i]);
+		return;
+	}
+	for (uint32_t i = 0; i + 1 < n; i++)
+		((struct gostack__gclink *)items[i])->next = items[i + 1];
+	gostack__lf_push_chain(&lp->stackpool[cls].stack, (ck_stack_entry_t *)items[0], (ck_stack_entry_t *)items[n - 1]);
 }
 
 static bool
@@ -267,7 +275,7 @@ lf_percpu_bytes(void *p, size_t *bytes)
 
 	if (lp->pcpu == NULL)
 		return false;
-	*bytes = gostack__pcpu_bytes(lp->pcpu);
+	*bytes = gostack__pcpu_bytes(lp->pcpu, 0, GOSTACK__PCPU_CLASSES);
 	return true;
 }
 
@@ -303,6 +311,8 @@ lf_pooled_bytes(void *p, const struct gostack__tstat *sum, size_t per_class[GOST
 	struct gostack__lf_pools *lp = p;
 	size_t n = atomic_load_explicit(&lp->large_bytes, memory_order_relaxed);
 
+	if (lp->pcpu != NULL)   /* large spans in the per-CPU bins (small ones are in the flows below) */
+		n += gostack__pcpu_bytes(lp->pcpu, GOSTACK_NUM_ORDERS, GOSTACK__PCPU_CLASSES);
 	if (per_class != NULL)
 		per_class[GOSTACK_NUM_ORDERS] = n;
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
@@ -330,16 +340,20 @@ lf_release(void *p, uint64_t now, bool sweep_due)
 	struct gostack__lf_pools *lp = p;
 	struct gostack__span *retired = NULL;
 	bool all = now == GOSTACK__RELEASE_ALL;
+
+	/* Per-CPU bins that sat idle since the last look (all of them for
+	 * reclaim) go to the global pools first, where the release finds
+	 * them: large ones every pass, small ones when sweeping. */
+	if (lp->pcpu != NULL)
+		(void)gostack__pcpu_drain(lp->pcpu, all, GOSTACK_NUM_ORDERS, GOSTACK__PCPU_CLASSES, put_global, lp);
 	size_t bytes = gostack__lf_large_release(lp, now);
 
 	if (!sweep_due)
 		return bytes;
 	uint32_t pass = all ? 0 : ++lp->decay_pass;
 
-	/* Per-CPU bins that sat idle since the last sweep (all of them for
-	 * reclaim) go to the global pools first, where the sweep finds them. */
 	if (lp->pcpu != NULL)
-		(void)gostack__pcpu_drain(lp->pcpu, all, put_global, lp);
+		(void)gostack__pcpu_drain(lp->pcpu, all, 0, GOSTACK_NUM_ORDERS, put_global, lp);
 
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
 		if (atomic_load_explicit(&lp->carved[o], memory_order_relaxed) == 0)
@@ -379,7 +393,7 @@ lf_check(void *p)
 	struct gostack__lf_pools *lp = p;
 
 	if (lp->pcpu != NULL)   /* the bins' stacks are checked on the global pools */
-		(void)gostack__pcpu_drain(lp->pcpu, true, put_global, lp);
+		(void)gostack__pcpu_drain(lp->pcpu, true, 0, GOSTACK__PCPU_CLASSES, put_global, lp);
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
 		size_t size = gostack__order_size(o);
 		struct gostack__gclink *x, *last = NULL;

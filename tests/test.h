@@ -33,6 +33,9 @@ extern gostack_config_t test_cfg;      /* from --backend / --nocache */
 extern int test_threads, test_scale;
 
 #define TEST(name) static void test_##name(void)
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+
 #define CHECK(expr) do { if (!(expr)) { test_failed_checks++; \
 	fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr); } } while (0)
 #define REQUIRE(expr) do { if (!(expr)) { test_failed_checks++; \

@@ -24,7 +24,9 @@
  *                    stop, membarrier fence, empty) all at once; yields
  *                    injected between reading the CPU and the CS. A stack
  *                    in two bins, or in a bin and handed out, shows as a
- *                    stamp overwritten or stats out of balance.
+ *                    stamp overwritten or stats out of balance. Small and
+ *                    large stacks (the large classes' bins) alike.
+ *   large_percpu     the large bins' accounting, reuse, bound and decay.
  * All must pass on the real code.
  */
 #define _GNU_SOURCE 1   /* pthread_setaffinity_np, CPU_SET */
@@ -41,6 +43,7 @@
 extern _Atomic int gostack__test_guard_free;
 
 static gostack_allocator_t *A;
+static bool mix_large;   /* percpu: churners take large stacks too (32 KiB .. 1 MiB) */
 static _Atomic int stop;
 static _Atomic long corrupt, ops, sweeps;
 
@@ -60,11 +63,11 @@ churner(void *arg)
 	gostack_t s[24];
 
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
-		int order = (int)(test_rand(&rng) % 4);
+		int order = (int)(test_rand(&rng) % (mix_large ? 10 : 4));   /* 4 ..: the large classes */
 		int n = 1 + (int)(test_rand(&rng) % 24);   /* > one refill: several batch pops */
 
 		for (int i = 0; i < n; i++) {
-			s[i] = gostack_allocator_alloc(A, (size_t)2048 << order);
+			s[i] = gostack_allocator_alloc(A, (size_t)2048 << (order < 4 ? order : order + 1));
 			if (s[i].lo == 0) {
 				atomic_fetch_add(&corrupt, 1);
 				n = i;
@@ -200,10 +203,94 @@ TEST(percpu)
 	}
 	atomic_store(&migrations, 0);
 	atomic_store(&signals, 0);
+	mix_large = true;
 	run_with(true, 2.0 * test_scale, true, true);    /* every operation through the tier */
 	run_with(true, 1.0 * test_scale, false, true);   /* refills and releases through it */
+	mix_large = false;
 	printf("     %ld migrations, %ld signals\n", atomic_load(&migrations), atomic_load(&signals));
 	CHECK(atomic_load(&migrations) > 0);
+}
+
+static size_t
+percpu_bytes(gostack_allocator_t *a)
+{
+	gostack_stats_detail_t d;
+
+	gostack_allocator_stats_detail(a, &d);
+	return d.percpu_bytes;
+}
+
+/* The large bins, on one CPU (the thread pinned): a freed large stack is
+ * kept in this CPU's bin of its class (counted as pooled and per-CPU) and
+ * handed out again from there; a class's bin holds what its bound says (one
+ * 1 MiB stack), the rest goes on to stackLarge; reclaim drains the bins,
+ * and decay drains them by itself once they sit idle. */
+TEST(large_percpu)
+{
+	gostack_config_t cfg = test_cfg;
+	cpu_set_t set, old;
+
+	cfg.decay_ms = -1;
+	gostack_allocator_t *a = gostack_allocator_new(&cfg);
+
+	REQUIRE(a != NULL);
+	gostack_stats_detail_t d;
+
+	gostack_allocator_stats_detail(a, &d);
+	if (!d.percpu) {
+		test_skip("no per-CPU tier here (rseq off or unavailable)");
+		CHECK_EQ(gostack_allocator_delete(a), 0);
+		return;
+	}
+	REQUIRE(pthread_getaffinity_np(pthread_self(), sizeof old, &old) == 0);
+	CPU_ZERO(&set);
+	CPU_SET(sched_getcpu(), &set);
+	REQUIRE(pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0);
+
+	gostack_t x = gostack_allocator_alloc(a, 64 * KiB), m[4];
+
+	REQUIRE(x.lo != 0);
+	gostack_allocator_free(a, x);
+	CHECK_EQ(percpu_bytes(a), 64 * KiB);
+	gostack_allocator_stats_detail(a, &d);
+	CHECK_EQ(d.total.pooled_bytes, 64 * KiB);
+	CHECK_EQ(gostack_allocator_alloc(a, 40000).lo, x.lo);   /* from this CPU's bin */
+	CHECK_EQ(percpu_bytes(a), 0);
+	gostack_allocator_free(a, x);
+	for (int i = 0; i < 4; i++)
+		REQUIRE((m[i] = gostack_allocator_alloc(a, MiB)).lo != 0);
+	for (int i = 0; i < 4; i++)
+		gostack_allocator_free(a, m[i]);
+	CHECK_EQ(percpu_bytes(a), 64 * KiB + MiB);   /* one 1 MiB span per CPU, three on stackLarge */
+	gostack_allocator_stats_detail(a, &d);
+	CHECK_EQ(d.total.pooled_bytes, 64 * KiB + 4 * MiB);
+	CHECK_EQ(d.total.mapped_bytes, 64 * KiB + 4 * MiB);
+	test_check_balance(a, "large_percpu");
+	CHECK(gostack_allocator_reclaim(a) >= 64 * KiB + 4 * MiB);
+	CHECK_EQ(percpu_bytes(a), 0);
+	gostack_allocator_stats_detail(a, &d);
+	CHECK_EQ(d.total.mapped_bytes, 0);
+	CHECK_EQ(gostack_allocator_delete(a), 0);
+
+	/* Decay: idle bins drain by themselves, and their spans go back. */
+	cfg.decay_ms = 20;
+	a = gostack_allocator_new(&cfg);
+	REQUIRE(a != NULL);
+	REQUIRE((x = gostack_allocator_alloc(a, 256 * KiB)).lo != 0);
+	gostack_allocator_free(a, x);
+	CHECK_EQ(percpu_bytes(a), 256 * KiB);
+	double t0 = now();
+
+	do {
+		usleep(10000);
+		gostack_allocator_stats_detail(a, &d);
+	} while (d.total.mapped_bytes != 0 && now() - t0 < 10.0);
+	printf("     a 256 KiB stack idle in its per-CPU bin: unmapped after %.0f ms (decay 20 ms)\n",
+	    (now() - t0) * 1e3);
+	CHECK_EQ(d.percpu_bytes, 0);
+	CHECK_EQ(d.total.mapped_bytes, 0);
+	CHECK_EQ(gostack_allocator_delete(a), 0);
+	pthread_setaffinity_np(pthread_self(), sizeof old, &old);
 }
 
 /* The tier is on exactly where rseq is: GLIBC_TUNABLES=glibc.pthread.rseq=0
@@ -244,4 +331,4 @@ TEST(aba)
 	run(false, 2.0 * test_scale);
 }
 
-TEST_MAIN(T(reclaim_torture), T(aba), T(percpu), T(percpu_state))
+TEST_MAIN(T(reclaim_torture), T(aba), T(percpu), T(percpu_state), T(large_percpu))

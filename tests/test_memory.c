@@ -25,8 +25,6 @@
 
 extern _Atomic long gostack__test_os_calls, gostack__test_decommits;
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
 
 static gostack_allocator_t *
 new_alloc(bool no_cache, size_t guard, int decay_ms)
@@ -56,7 +54,14 @@ heap_dirty(gostack_allocator_t *a)
 
 TEST(heap_dirty_exact)
 {
-	gostack_allocator_t *a = new_alloc(true, 0, -1);   /* no scavenger: only what frees do */
+	gostack_config_t cfg = test_cfg;
+
+	cfg.no_cache = true;
+	cfg.decay_ms = -1;        /* no scavenger: only what frees do */
+	cfg.no_percpu = true;     /* nothing kept per CPU ahead of the pools and the heap */
+	gostack_allocator_t *a = gostack_allocator_new(&cfg);
+
+	REQUIRE(a != NULL);
 	gostack_t s[72];
 
 	gostack_allocator_reclaim(a);

@@ -26,8 +26,6 @@
 #include "proc.h"
 #include "test.h"
 
-#define KiB ((size_t)1024)
-#define MiB ((size_t)1 << 20)
 
 static gostack_allocator_t *
 profiled(unsigned n)

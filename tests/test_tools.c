@@ -26,8 +26,6 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
 
 static gostack_allocator_t *C, *N;   /* cached, no-cache (backend from the command line) */
 
