@@ -196,12 +196,13 @@ stackalloc_slow(gostack_allocator_t *a, size_t size)
  * one (a->fast) and, for an allocator with a depth profile (a->fast_prof),
  * one that counts down to the next sample (profile.c) and leaves the
  * sample to the slow path; the plain one carries nothing of the profile
- * (the second copy sits behind the branch the plain path already takes).
+ * (the second copy is in a function of its own, alloc_not_plain /
+ * free_not_plain, reached from the branch the plain path already takes).
  * An empty cache (alloc) or a full one (free) is refilled or released by
  * an out-of-line tail (cached_refill, cached_release) that starts from what
  * the cached path already checked, rather than from the top of the slow
- * path; everything else goes to the slow paths. Each way out is a tail
- * call, so the paths stay leaves (no frame, no saved registers).
+ * path; everything else goes to the slow paths, each called last, so the
+ * public functions save no register for any of them.
  */
 
 /* The pop of a cached stack of order o (n bytes) off list c, x its head. */
@@ -257,14 +258,23 @@ cached_alloc(gostack_allocator_t *a, size_t size, bool prof)
 	return cached_pop(t, c, x, order, n, prof);
 }
 
+/* Not the plain cached path: the profiled copy, or the slow path. Out of
+ * line, so that gostack_allocator_alloc holds the plain copy alone (the
+ * registers the profiled copy needs are saved in here, not there). */
+static __attribute__((noinline)) gostack_t
+alloc_not_plain(gostack_allocator_t *a, size_t size)
+{
+	if (a != NULL && a->fast_prof && size - 1 < GOSTACK__SMALL_LIMIT / 2)
+		return cached_alloc(a, size, true);
+	return stackalloc_slow(a, size);
+}
+
 gostack_t
 gostack_allocator_alloc(gostack_allocator_t *a, size_t size)
 {
 	if (gostack__likely(a != NULL && size - 1 < GOSTACK__SMALL_LIMIT / 2 && a->fast))
 		return cached_alloc(a, size, false);
-	if (a != NULL && a->fast_prof && size - 1 < GOSTACK__SMALL_LIMIT / 2)
-		return cached_alloc(a, size, true);
-	return stackalloc_slow(a, size);
+	return alloc_not_plain(a, size);
 }
 
 /* Cold and out of line: the hot path passes lo and hi in registers and never
@@ -456,16 +466,23 @@ cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi, bool prof)
 		cached_push(t, c, x, order, n, have);
 }
 
+/* As alloc_not_plain. */
+static __attribute__((noinline)) void
+free_not_plain(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
+{
+	if (a != NULL && a->fast_prof)
+		cached_free(a, lo, hi, true);
+	else
+		stackfree_slow(a, lo, hi);
+}
+
 void
 gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
 {
 	if (gostack__likely(a != NULL && a->fast))
 		cached_free(a, stk.lo, stk.hi, false);
-	else if (a != NULL && a->fast_prof)
-		cached_free(a, stk.lo, stk.hi, true);
 	else
-		stackfree_slow(a, stk.lo, stk.hi);
-	/* every way out above is a tail call */
+		free_not_plain(a, stk.lo, stk.hi);
 }
 
 /* ---- frees by lo alone, and frees that wait ------------------------------ */
