@@ -10,9 +10,9 @@
  * program's aliases with the sampling); threads without a cache share an
  * allocator-wide counter. With the profile off nothing of this runs: the
  * allocator keeps its `fast` flag and the cached paths are unchanged. With
- * it on, the allocator's cached paths are stack.c's second inline copy,
- * which adds the countdown to the allocation and one test of the span's
- * `sampled` word to the free.
+ * it on, the allocator's cached paths are stack.c's second copy (in
+ * alloc_not_plain / free_not_plain), which adds the countdown to the
+ * allocation and one test of the span's `sampled` word to the free.
  *
  * How deep, without committing memory: a stack grows down from hi, so its
  * deepest use is hi minus the lowest address written.
