@@ -27,7 +27,6 @@
 #include "proc.h"
 #include "test.h"
 
-
 static gostack_allocator_t *
 allocator_with(size_t guard)
 {

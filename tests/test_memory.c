@@ -25,7 +25,6 @@
 
 extern _Atomic long gostack__test_os_calls, gostack__test_decommits;
 
-
 static gostack_allocator_t *
 new_alloc(bool no_cache, size_t guard, int decay_ms)
 {

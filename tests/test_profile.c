@@ -26,7 +26,6 @@
 #include "proc.h"
 #include "test.h"
 
-
 static gostack_allocator_t *
 profiled(unsigned n)
 {

@@ -26,7 +26,6 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
-
 static gostack_allocator_t *C, *N;   /* cached, no-cache (backend from the command line) */
 
 static void

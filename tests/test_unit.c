@@ -11,7 +11,6 @@
 #include "../core/sizeclass.h"
 #include "test.h"
 
-
 static bool is_mutex(void) { return test_cfg.backend == GOSTACK_BACKEND_MUTEX; }
 
 static size_t
@@ -294,10 +293,10 @@ TEST(span_carving)
 	}
 }
 
-/* stackLarge: indexed by log2(npages), reused before the OS, bounded, reclaimed. */
-/* Go's stackLarge alone: the lock-free pools' per-CPU bins, which keep a
- * few large spans per CPU ahead of it, are off here (test_lockfree.c's
- * large_percpu tests them). */
+/* stackLarge: indexed by log2(npages), reused before the OS, bounded,
+ * reclaimed. Go's stackLarge alone: the lock-free pools' per-CPU bins, which
+ * keep a few large spans per CPU ahead of it, are off here
+ * (test_lockfree.c's large_percpu tests them). */
 TEST(large_path)
 {
 	gostack_config_t cfg = test_cfg;
