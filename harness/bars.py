@@ -12,28 +12,24 @@ Bars on the cached 8 KiB pair against malloc+free in the same process, and
 on guarded pairs, come from harness/micro/run, not from here.
 """
 import json
-import statistics
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from driver import index_results, median, vals  # noqa: E402 (harness/driver.py, as plot.py does)
 
 LF, TC, MU = "gostack-lockfree", "tcmalloc", "gostack-mutex"
 LFN, MUN, BP = "gostack-lockfree-nocache", "gostack-mutex-nocache", "boost-pooled"
 
 
-def load(path):
-    runs = {}
-    for r in json.load(open(path + "/data.json"))["results"]:
-        runs[(r["workload"], r["contestant"], r["threads"])] = r["runs"]
-    return runs
-
-
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
-    runs = load(sys.argv[1])
+    with open(os.path.join(sys.argv[1], "data.json")) as f:
+        idx = index_results(json.load(f))
 
     def med(w, c, t, key="items_per_second"):
-        v = [x[key] for x in runs.get((w, c, t), []) if x.get(key) is not None]
-        return statistics.median(v) if v else None
+        return median(vals(idx.get((w, t, c)), key))
 
     def verdict(ok):
         return "MET" if ok else "NOT MET"
