@@ -60,21 +60,6 @@
 #include "profile.h"
 #include "tools.h"
 
-/* Class of a stack size: the order, or 4 + log2(n / 32 KiB) for large. */
-static inline int
-class_of(size_t n)
-{
-	if (gostack__is_small(n))
-		return gostack__order(n);
-	return GOSTACK_NUM_ORDERS + (int)(63 - __builtin_clzll((unsigned long long)n)) - GOSTACK__SPAN_SHIFT;
-}
-
-static inline size_t
-class_size(int c)
-{
-	return c < GOSTACK_NUM_ORDERS ? gostack__order_size(c) : GOSTACK__SPAN_SIZE << (c - GOSTACK_NUM_ORDERS);
-}
-
 static inline uint64_t
 pattern(void)
 {
@@ -207,7 +192,7 @@ gostack__profile_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t
 			deepest = hi;   /* untouched (or only the top 64 bytes) */
 	}
 	size_t depth = hi - deepest;
-	int c = class_of(n);
+	int c = gostack__class_of(n);
 	int b = depth == 0 ? 0 : (int)(((uint64_t)depth * GOSTACK_PROFILE_BUCKETS - 1) / n);
 	struct gostack__profile *pr = a->prof;
 
@@ -244,7 +229,7 @@ gostack__profile_stats(gostack_allocator_t *a, gostack_stats_detail_t *out)
 	for (int c = 0; c < GOSTACK_PROFILE_CLASSES; c++) {
 		gostack_depth_stats_t *d = &out->depth[c];
 
-		d->size = class_size(c);
+		d->size = gostack__class_size(c);
 		if (a->prof == NULL)
 			continue;
 		d->samples = atomic_load_explicit(&a->prof->cls[c].samples, memory_order_relaxed);

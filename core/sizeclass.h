@@ -64,6 +64,24 @@ gostack__stacklog2(size_t n)
 	return 63u - (unsigned)__builtin_clzll((unsigned long long)n);
 }
 
+/* Stack classes, one numbering for every per-class table (the depth
+ * profile's histograms, the per-CPU tier's bins): the orders 0 ..
+ * GOSTACK_NUM_ORDERS - 1, then large stacks by log2 of their size, class
+ * GOSTACK_NUM_ORDERS being 32 KiB. For a rounded size. */
+static inline int
+gostack__class_of(size_t n)
+{
+	if (gostack__is_small(n))
+		return gostack__order(n);
+	return GOSTACK_NUM_ORDERS + (int)(63 - __builtin_clzll((unsigned long long)n)) - GOSTACK__SPAN_SHIFT;
+}
+
+static inline size_t
+gostack__class_size(int c)
+{
+	return c < GOSTACK_NUM_ORDERS ? gostack__order_size(c) : GOSTACK__SPAN_SIZE << (c - GOSTACK_NUM_ORDERS);
+}
+
 static inline int
 gostack__is_pow2(size_t n)
 {

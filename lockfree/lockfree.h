@@ -196,9 +196,10 @@ GOSTACK__HIDDEN size_t gostack__lf_large_release(struct gostack__lf_pools *lp, u
 /* ---- percpu.c: the per-CPU tier (its correctness argument is there) ------ */
 
 /*
- * Classes: the small orders 0 .. GOSTACK_NUM_ORDERS - 1 (bins of gclinks),
- * then stackLarge's lists of log2(npages) GOSTACK__PCPU_LARGE_MIN ..
- * GOSTACK__PCPU_LARGE_MAX (32 KiB .. 1 MiB stacks: bins of spans).
+ * Classes (sizeclass.h's gostack__class_of): the small orders 0 ..
+ * GOSTACK_NUM_ORDERS - 1 (bins of gclinks), then stackLarge's lists of
+ * log2(npages) GOSTACK__PCPU_LARGE_MIN .. GOSTACK__PCPU_LARGE_MAX (32 KiB ..
+ * 1 MiB stacks: bins of spans).
  */
 #define GOSTACK__PCPU_LARGE_MIN 2
 #define GOSTACK__PCPU_LARGE_MAX 7

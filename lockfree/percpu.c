@@ -168,14 +168,6 @@ gostack__pcpu_available(void)
 	return atomic_load_explicit(&pcpu_state, memory_order_acquire) > 0;
 }
 
-/* Bytes of one stack of class k (lockfree.h). */
-static size_t
-class_size(int k)
-{
-	return k < GOSTACK_NUM_ORDERS ? gostack__order_size(k) :
-	    GOSTACK__PAGE_SIZE << (k - GOSTACK_NUM_ORDERS + GOSTACK__PCPU_LARGE_MIN);
-}
-
 /* Slots a bin of class k uses: its bytes bound over the stack size, within
  * the slots it has; a large bin always keeps one. */
 static uint32_t
@@ -183,7 +175,7 @@ pcpu_cap(int k)
 {
 	size_t bytes = k < GOSTACK_NUM_ORDERS ? GOSTACK__PCPU_BIN_BYTES : GOSTACK__PCPU_LARGE_BYTES;
 	size_t slots = k < GOSTACK_NUM_ORDERS ? GOSTACK__PCPU_SLOTS : GOSTACK__PCPU_LARGE_SLOTS;
-	size_t n = bytes / class_size(k);
+	size_t n = bytes / gostack__class_size(k);
 
 	return (uint32_t)(n < 1 ? 1 : n > slots ? slots : n);
 }
@@ -424,12 +416,14 @@ gostack__pcpu_push(struct gostack__pcpu *pc, int order, struct gostack__gclink *
 	return put < k ? buf[put] : after;
 }
 
-/* stackLarge's list log2npages as a class, or -1 when the tier keeps none. */
+/* stackLarge's list log2npages as a class (sizeclass.h), or -1 when the
+ * tier keeps none. */
 static inline int
 large_class(unsigned log2npages)
 {
-	return log2npages - GOSTACK__PCPU_LARGE_MIN < (unsigned)GOSTACK__PCPU_LARGE_CLASSES ?
-	    GOSTACK_NUM_ORDERS + (int)(log2npages - GOSTACK__PCPU_LARGE_MIN) : -1;
+	int k = gostack__class_of(GOSTACK__PAGE_SIZE << log2npages);
+
+	return k >= GOSTACK_NUM_ORDERS && k < GOSTACK__PCPU_CLASSES ? k : -1;
 }
 
 struct gostack__span *
@@ -518,7 +512,7 @@ gostack__pcpu_drain(struct gostack__pcpu *pc, bool all, int first, int end,
 			__atomic_store_n(count, 0, __ATOMIC_RELAXED);
 			cpu->seen[k] = 0;
 			put(arg, k, items, n);
-			moved += (size_t)n * class_size(k);
+			moved += (size_t)n * gostack__class_size(k);
 		}
 		start_cpu(pc, c);
 	}
@@ -540,7 +534,7 @@ gostack__pcpu_bytes(const struct gostack__pcpu *pc, int first, int end)
 
 			if (n > pc->cap[k])
 				n = pc->cap[k];   /* a torn snapshot: clamp */
-			total += (size_t)n * class_size(k);
+			total += (size_t)n * gostack__class_size(k);
 		}
 	}
 	return total;
