@@ -318,6 +318,18 @@ check_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	return s;
 }
 
+/* The push of a freed stack's link x (n bytes, order o, marked free) onto
+ * list c holding `have` bytes. */
+static inline __attribute__((always_inline)) void
+cached_push(struct gostack__tcache *t, struct gostack__stackfreelist *c, struct gostack__gclink *x,
+    int order, size_t n, size_t have)
+{
+	x->next = c->list;
+	c->list = x;
+	atomic_store_explicit(&c->size, have + n, memory_order_relaxed);
+	gostack__count(&t->st.frees[order], 1);
+}
+
 /* Everything but a cache hit: the full Go stackfree, with every check. */
 static __attribute__((noinline)) void
 stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
@@ -382,23 +394,7 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 		gostack__stackcacherelease(t, order);   /* before the push, as in Go */
 		gostack__scavenger_poke();
 	}
-	x->next = c->list;
-	c->list = x;
-	atomic_store_explicit(&c->size, atomic_load_explicit(&c->size, memory_order_relaxed) + n,
-	    memory_order_relaxed);
-	gostack__count(&t->st.frees[order], 1);
-}
-
-/* The push of a freed stack's link x (n bytes, order o, marked free) onto
- * list c holding `have` bytes. */
-static inline __attribute__((always_inline)) void
-cached_push(struct gostack__tcache *t, struct gostack__stackfreelist *c, struct gostack__gclink *x,
-    int order, size_t n, size_t have)
-{
-	x->next = c->list;
-	c->list = x;
-	atomic_store_explicit(&c->size, have + n, memory_order_relaxed);
-	gostack__count(&t->st.frees[order], 1);
+	cached_push(t, c, x, order, n, atomic_load_explicit(&c->size, memory_order_relaxed));
 }
 
 /* The cached path of a free found its list full (its stack checked and
