@@ -243,6 +243,15 @@ main(int argc, char **argv)
 	return passed > 0 ? 0 : 1;
 }
 
+gostack_stats_detail_t
+test_detail(gostack_allocator_t *a)
+{
+	gostack_stats_detail_t d;
+
+	gostack_allocator_stats_detail(a, &d);
+	return d;
+}
+
 int
 test_stats_printed(gostack_allocator_t *a, char *buf, size_t cap)
 {

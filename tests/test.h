@@ -69,6 +69,8 @@ void test_run_self(void *argv);
  * and contains one of want's '|'-separated alternatives (required). */
 void test_expect_abort(const char *name, const char *want, void (*fn)(void));
 
+/* gostack_allocator_stats_detail(a), as a value (for one field of it). */
+gostack_stats_detail_t test_detail(gostack_allocator_t *a);
 /* gostack_allocator_stats_print(a) into buf (NUL-terminated, at most cap
  * bytes, through a pipe); returns stats_print's result. */
 int test_stats_printed(gostack_allocator_t *a, char *buf, size_t cap);

@@ -212,15 +212,6 @@ TEST(percpu)
 	CHECK(atomic_load(&migrations) > 0);
 }
 
-static size_t
-percpu_bytes(gostack_allocator_t *a)
-{
-	gostack_stats_detail_t d;
-
-	gostack_allocator_stats_detail(a, &d);
-	return d.percpu_bytes;
-}
-
 /* The large bins, on one CPU (the thread pinned): a freed large stack is
  * kept in this CPU's bin of its class (counted as pooled and per-CPU) and
  * handed out again from there; a class's bin holds what its bound says (one
@@ -252,23 +243,23 @@ TEST(large_percpu)
 
 	REQUIRE(x.lo != 0);
 	gostack_allocator_free(a, x);
-	CHECK_EQ(percpu_bytes(a), 64 * KiB);
+	CHECK_EQ(test_detail(a).percpu_bytes, 64 * KiB);
 	gostack_allocator_stats_detail(a, &d);
 	CHECK_EQ(d.total.pooled_bytes, 64 * KiB);
 	CHECK_EQ(gostack_allocator_alloc(a, 40000).lo, x.lo);   /* from this CPU's bin */
-	CHECK_EQ(percpu_bytes(a), 0);
+	CHECK_EQ(test_detail(a).percpu_bytes, 0);
 	gostack_allocator_free(a, x);
 	for (int i = 0; i < 4; i++)
 		REQUIRE((m[i] = gostack_allocator_alloc(a, MiB)).lo != 0);
 	for (int i = 0; i < 4; i++)
 		gostack_allocator_free(a, m[i]);
-	CHECK_EQ(percpu_bytes(a), 64 * KiB + MiB);   /* one 1 MiB span per CPU, three on stackLarge */
+	CHECK_EQ(test_detail(a).percpu_bytes, 64 * KiB + MiB);   /* one 1 MiB span per CPU, three on stackLarge */
 	gostack_allocator_stats_detail(a, &d);
 	CHECK_EQ(d.total.pooled_bytes, 64 * KiB + 4 * MiB);
 	CHECK_EQ(d.total.mapped_bytes, 64 * KiB + 4 * MiB);
 	test_check_balance(a, "large_percpu");
 	CHECK(gostack_allocator_reclaim(a) >= 64 * KiB + 4 * MiB);
-	CHECK_EQ(percpu_bytes(a), 0);
+	CHECK_EQ(test_detail(a).percpu_bytes, 0);
 	gostack_allocator_stats_detail(a, &d);
 	CHECK_EQ(d.total.mapped_bytes, 0);
 	CHECK_EQ(gostack_allocator_delete(a), 0);
@@ -279,7 +270,7 @@ TEST(large_percpu)
 	REQUIRE(a != NULL);
 	REQUIRE((x = gostack_allocator_alloc(a, 256 * KiB)).lo != 0);
 	gostack_allocator_free(a, x);
-	CHECK_EQ(percpu_bytes(a), 256 * KiB);
+	CHECK_EQ(test_detail(a).percpu_bytes, 256 * KiB);
 	double t0 = now();
 
 	do {

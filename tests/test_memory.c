@@ -42,15 +42,6 @@ new_alloc(bool no_cache, size_t guard, int decay_ms)
 	return a;
 }
 
-static size_t
-heap_dirty(gostack_allocator_t *a)
-{
-	gostack_stats_detail_t d;
-
-	gostack_allocator_stats_detail(a, &d);
-	return d.heap_dirty_bytes;
-}
-
 TEST(heap_dirty_exact)
 {
 	gostack_config_t cfg = test_cfg;
@@ -64,7 +55,7 @@ TEST(heap_dirty_exact)
 	gostack_t s[72];
 
 	gostack_allocator_reclaim(a);
-	CHECK_EQ(heap_dirty(a), 0);
+	CHECK_EQ(test_detail(a).heap_dirty_bytes, 0);
 	/* Pool spans: the mutex pools give an emptied span to the heap at once
 	 * (Go's freeManual); the first one was split from the arena's largest
 	 * free block, which must not make the whole block look dirty. */
@@ -73,10 +64,10 @@ TEST(heap_dirty_exact)
 			s[i] = gostack_allocator_alloc(a, 16 * KiB);   /* 2 per span: 4 spans */
 		for (int i = 0; i < 8; i++) {
 			gostack_allocator_free(a, s[i]);
-			CHECK_EQ(heap_dirty(a), (size_t)(i + 1) / 2 * 32 * KiB);
+			CHECK_EQ(test_detail(a).heap_dirty_bytes, (size_t)(i + 1) / 2 * 32 * KiB);
 		}
 		gostack_allocator_reclaim(a);
-		CHECK_EQ(heap_dirty(a), 0);
+		CHECK_EQ(test_detail(a).heap_dirty_bytes, 0);
 	}
 	/* Large spans past stackLarge's 64 MiB go to the heap on both
 	 * backends: 64 kept, the next ones dirty, 1 MiB each. */
@@ -84,15 +75,15 @@ TEST(heap_dirty_exact)
 		REQUIRE((s[i] = gostack_allocator_alloc(a, MiB)).lo != 0);
 	for (int i = 0; i < 67; i++)
 		gostack_allocator_free(a, s[i]);
-	CHECK_EQ(heap_dirty(a), 3 * MiB);
+	CHECK_EQ(test_detail(a).heap_dirty_bytes, 3 * MiB);
 	/* One freed 32 KiB span next to clean memory: 32 KiB, not its block. */
 	s[0] = gostack_allocator_alloc(a, 32 * KiB);
 	s[1] = gostack_allocator_alloc(a, 32 * KiB);
 	gostack_allocator_free(a, s[0]);
 	gostack_allocator_free(a, s[1]);   /* both kept by stackLarge (room left? no: full) */
-	CHECK_EQ(heap_dirty(a), 3 * MiB + 64 * KiB);
+	CHECK_EQ(test_detail(a).heap_dirty_bytes, 3 * MiB + 64 * KiB);
 	gostack_allocator_reclaim(a);
-	CHECK_EQ(heap_dirty(a), 0);
+	CHECK_EQ(test_detail(a).heap_dirty_bytes, 0);
 	test_check_balance(a, "heap_dirty_exact");
 	CHECK_EQ(gostack_allocator_delete(a), 0);
 }
