@@ -33,7 +33,7 @@
 #define GOSTACK__SCAV_PERIOD_MAX_MS 1000
 /* The lock-free per-CPU tier (lockfree/percpu.c): bytes of free stacks one
  * CPU's bin of one order holds at most, and the slots of a bin. */
-#define GOSTACK__PCPU_BIN_BYTES ((size_t)128 << 10)
+#define GOSTACK__PCPU_BIN_BYTES ((size_t)512 << 10)
 #define GOSTACK__PCPU_SLOTS 64
 /* ... and for large stacks (32 KiB .. 1 MiB, one bin per log2 class):
  * bytes a bin holds at most (but always one span), and its slots. */

@@ -64,8 +64,9 @@
  *    still caught by its exchange in stackfree).
  * Memory held: at most GOSTACK__PCPU_BIN_BYTES per order per CPU and
  * GOSTACK__PCPU_LARGE_BYTES (but one span at least) per large class per
- * CPU (options.h): 4 x 128 KiB small, and 128 + 256 + 512 + 512 + 512 KiB
- * + 1 MiB large = 3.4 MiB per CPU at most, counted as pooled (percpu_bytes
+ * CPU (options.h): 128 + 256 + 512 + 512 KiB small (the 2 and 4 KiB bins
+ * are bounded by their 64 slots first), and 128 + 256 + 512 + 512 + 512 KiB
+ * + 1 MiB large = 4.3 MiB per CPU at most, counted as pooled (percpu_bytes
  * breaks it out). Decay drains bins that did not change between two looks:
  * small ones at the scavenger's pool sweeps (idle for decay_ms to 2 x
  * decay_ms), large ones at every pass, onto stackLarge, whose own decay
