@@ -356,6 +356,89 @@ pcpu_push_batch(struct gostack__pcpu *pc, int cls, void *const *in, uint32_t k, 
 		return 0;
 	}
 }
+
+/* The single-item forms (large bins; no-cache operations): the same
+ * sections without the batch arithmetic, about a third of a batch's cost
+ * for one item. Pop: count == 0 (or stopped) goes global; else
+ * *out = slot[count - 1], then the commit count - 1. Push: count == cap
+ * goes global; else slot[count] = item (above count: nobody reads it),
+ * then the commit count + 1. Return as the batch forms. */
+static inline int
+pcpu_pop_one(struct gostack__pcpu *pc, int cls, void **out)
+{
+	struct rseq *rs = rseq_area();
+
+	for (;;) {
+		uint32_t cpu = *(volatile uint32_t *)&rs->cpu_id_start;
+		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
+		uint32_t *b = bin_of(c, cls);
+
+		test_window();
+		__asm__ __volatile__ goto(
+		    PCPU_CS_BEGIN
+		    "movl (%[bin]), %%ecx\n\t"          /* n = count */
+		    "testl %%ecx, %%ecx\n\t"
+		    "jz %l[slow]\n\t"
+		    "decl %%ecx\n\t"
+		    "movq 8(%[bin], %%rcx, 8), %%rax\n\t"
+		    "movq %%rax, (%[out])\n\t"          /* private: rewritten by every try */
+		    "movl %%ecx, (%[bin])\n\t"           /* commit: count = n - 1 */
+		    PCPU_CS_END
+		    :
+		    : [rs] "r"(rs), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [bin] "r"(b), [out] "r"(out)
+		    : "memory", "cc", "rax", "rcx"
+		    : slow, abort);
+		__asm__ __volatile__("" ::: "memory");
+		return 1;
+	abort:
+		__asm__ __volatile__("" ::: "memory");
+		if ((int32_t)*(volatile uint32_t *)&rs->cpu_id < 0)
+			return -1;
+		continue;
+	slow:
+		__asm__ __volatile__("" ::: "memory");
+		return 0;
+	}
+}
+
+static inline int
+pcpu_push_one(struct gostack__pcpu *pc, int cls, void *item)
+{
+	struct rseq *rs = rseq_area();
+	uint32_t cap = pc->cap[cls];
+
+	for (;;) {
+		uint32_t cpu = *(volatile uint32_t *)&rs->cpu_id_start;
+		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
+		uint32_t *b = bin_of(c, cls);
+
+		test_window();
+		__asm__ __volatile__ goto(
+		    PCPU_CS_BEGIN
+		    "movl (%[bin]), %%ecx\n\t"          /* n = count */
+		    "cmpl %[cap], %%ecx\n\t"
+		    "jae %l[slow]\n\t"                  /* full (count <= cap) */
+		    "movq %[item], 8(%[bin], %%rcx, 8)\n\t"
+		    "incl %%ecx\n\t"
+		    "movl %%ecx, (%[bin])\n\t"           /* commit: count = n + 1 */
+		    PCPU_CS_END
+		    :
+		    : [rs] "r"(rs), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [bin] "r"(b), [item] "r"(item),
+		      [cap] "r"(cap)
+		    : "memory", "cc", "rax", "rcx"
+		    : slow, abort);
+		__asm__ __volatile__("" ::: "memory");
+		return 1;
+	abort:
+		__asm__ __volatile__("" ::: "memory");
+		if ((int32_t)*(volatile uint32_t *)&rs->cpu_id < 0)
+			return -1;
+		continue;
+	slow:
+		__asm__ __volatile__("" ::: "memory");
+		return 0;
+	}
+}
 #else
 static inline int
 pcpu_pop_batch(struct gostack__pcpu *pc, int o, void **out, uint32_t k, uint32_t *got)
@@ -367,6 +450,18 @@ static inline int
 pcpu_push_batch(struct gostack__pcpu *pc, int o, void *const *in, uint32_t k, uint32_t *put)
 {
 	(void)pc; (void)o; (void)in; (void)k; (void)put;
+	return -1;
+}
+static inline int
+pcpu_pop_one(struct gostack__pcpu *pc, int o, void **out)
+{
+	(void)pc; (void)o; (void)out;
+	return -1;
+}
+static inline int
+pcpu_push_one(struct gostack__pcpu *pc, int o, void *item)
+{
+	(void)pc; (void)o; (void)item;
 	return -1;
 }
 #endif
@@ -432,9 +527,8 @@ gostack__pcpu_large_pop(struct gostack__pcpu *pc, unsigned log2npages)
 {
 	int k = large_class(log2npages);
 	void *s = NULL;
-	uint32_t got = 0;
 
-	if (k < 0 || pcpu_pop_batch(pc, k, &s, 1, &got) <= 0)
+	if (k < 0 || pcpu_pop_one(pc, k, &s) <= 0)
 		return NULL;
 	tsan_acquire(s);
 	return s;
@@ -444,13 +538,11 @@ bool
 gostack__pcpu_large_push(struct gostack__pcpu *pc, struct gostack__span *s)
 {
 	int k = large_class(gostack__large_list(s));
-	void *in = s;
-	uint32_t put = 0;
 
 	if (k < 0)
 		return false;
 	tsan_release(s);
-	return pcpu_push_batch(pc, k, &in, 1, &put) > 0;
+	return pcpu_push_one(pc, k, s) > 0;
 }
 
 /* Stop CPU c and wait until no CS of ours runs on it (file comment). */
