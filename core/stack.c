@@ -258,12 +258,41 @@ cached_alloc(gostack_allocator_t *a, size_t size, bool prof)
 	return cached_pop(t, c, x, order, n, prof);
 }
 
-/* Not the plain cached path: the profiled copy, or the slow path. Out of
- * line, so that gostack_allocator_alloc holds the plain copy alone (the
- * registers the profiled copy needs are saved in here, not there). */
+/*
+ * The large path of a plain allocator (a->fast), 16 KiB < size <= 1 GiB:
+ * the pools' stackLarge (and the lock-free pools' per-CPU bins) straight
+ * from here, past the slow path's checks that a plain allocator cannot
+ * need (debug, profile, Valgrind). Nothing there (a new span needed), or
+ * no cache for the counters: the slow path, which does it all.
+ */
+static gostack_t
+large_alloc_plain(gostack_allocator_t *a, size_t size)
+{
+	size_t n = gostack__round2(size);
+	struct gostack__tcache *t = gostack__tcache_mine(a);
+	struct gostack__span *s;
+
+	if (gostack__unlikely(t == NULL) ||
+	    (s = a->ops->large_get(a->pools, gostack__stacklog2(n >> GOSTACK__PAGE_SHIFT))) == NULL)
+		return stackalloc_slow(a, size);
+	gostack__count(&t->st.large_allocs, 1);
+	gostack__count(&t->st.large_alloc_bytes, n);
+	atomic_store_explicit(&s->large_free, 0, memory_order_relaxed);   /* ours alone now */
+	uintptr_t lo = gostack__span_stack(s, 0);
+
+	gostack__tool_alloc_fast(lo, n);
+	return (gostack_t){ lo, lo + n };
+}
+
+/* Not the plain cached path: the large path of a plain allocator, the
+ * profiled copy, or the slow path. Out of line, so that
+ * gostack_allocator_alloc holds the plain copy alone (the registers the
+ * others need are saved in here, not there). */
 static __attribute__((noinline)) gostack_t
 alloc_not_plain(gostack_allocator_t *a, size_t size)
 {
+	if (a != NULL && a->fast && size - 1 - GOSTACK__SMALL_LIMIT / 2 < GOSTACK_MAX_SIZE - GOSTACK__SMALL_LIMIT / 2)
+		return large_alloc_plain(a, size);
 	if (a != NULL && a->fast_prof && size - 1 < GOSTACK__SMALL_LIMIT / 2)
 		return cached_alloc(a, size, true);
 	return stackalloc_slow(a, size);
@@ -428,6 +457,38 @@ cached_release(struct gostack__tcache *t, struct gostack__gclink *x, int order, 
  * spanOf found the span from lo's own 32 KiB unit, so lo is inside the
  * span's stacks (a stride of 32 KiB or more holds one stack, at lo_off).
  */
+/*
+ * The large path of a plain allocator's free: s (found by the cached path)
+ * the LARGE span of a, its stack exactly [lo, hi) (elemsize is a power of
+ * two the allocator set; lo the span's one stack, so aligned), this
+ * thread's cache for the counters. The checks of check_free, in that
+ * shape; the double free is caught by the exchange, as in stackfree_slow.
+ * Anything else, and every profiled free: the slow path.
+ */
+static __attribute__((noinline)) void
+free_not_cached(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, uintptr_t hi, bool prof)
+{
+	size_t n = hi - lo;
+	struct gostack__tcache *t;
+
+	if (prof || s == NULL || atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_LARGE ||
+	    atomic_load_explicit(&s->alloc, memory_order_relaxed) != a ||
+	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) != n || lo != gostack__span_stack(s, 0) ||
+	    (t = gostack__tcache_mine(a)) == NULL) {
+		stackfree_slow(a, lo, hi);   /* with a profile: maybe a sample, measured there */
+		return;
+	}
+	gostack__tool_free_fast(lo, n);
+	/* acq_rel: as in stackfree_slow (two frees racing, one sees 0). */
+	if (atomic_exchange_explicit(&s->large_free, 1, memory_order_acq_rel) != 0)
+		double_free(lo, hi);
+	gostack__count(&t->st.large_frees, 1);
+	gostack__count(&t->st.large_free_bytes, n);
+	a->ops->large_put(a->pools, s);
+	gostack__scavenger_note(a);   /* idle in stackLarge, or dirty in the heap */
+	gostack__scavenger_poke();
+}
+
 static inline __attribute__((always_inline)) void
 cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi, bool prof)
 {
@@ -440,7 +501,7 @@ cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi, bool prof)
 	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) != n ||
 	    (lo & (s->stride - 1)) != s->lo_off ||
 	    (prof && atomic_load_explicit(&s->sampled, memory_order_relaxed) != 0))) {
-		stackfree_slow(a, lo, hi);   /* with a profile: maybe a sample, measured there */
+		free_not_cached(a, s, lo, hi, prof);
 		return;
 	}
 	struct gostack__tcache *t = gostack__tcache_mine(a);
