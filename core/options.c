@@ -57,6 +57,8 @@ const struct gostack__tunable_row gostack__tunable_table[] = {
 	{ "GOSTACK__PCPU_BIN_BYTES", (long long)GOSTACK__PCPU_BIN_BYTES, "512 KiB",
 	    "free stacks one CPU's per-CPU bin of one order holds at most (lock-free pools)" },
 	{ "GOSTACK__PCPU_SLOTS", GOSTACK__PCPU_SLOTS, "64", "slots of a per-CPU bin (bound the 2 and 4 KiB orders before the bytes do)" },
+	{ "GOSTACK__PCPU_XFER", GOSTACK__PCPU_XFER, "16", "stacks a full per-CPU bin sends to the global pool in one transfer batch" },
+	{ "GOSTACK__PCPU_XFER_BATCHES", GOSTACK__PCPU_XFER_BATCHES, "16", "transfer batch descriptors per CPU (all orders)" },
 	{ "GOSTACK__PCPU_LARGE_BYTES", (long long)GOSTACK__PCPU_LARGE_BYTES, "512 KiB",
 	    "free large stacks (32 KiB .. 1 MiB) one CPU's bin of one log2 class holds at most (always one)" },
 	{ "GOSTACK__PCPU_LARGE_SLOTS", GOSTACK__PCPU_LARGE_SLOTS, "4", "slots of a per-CPU large bin" },

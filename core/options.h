@@ -35,6 +35,10 @@
  * CPU's bin of one order holds at most, and the slots of a bin. */
 #define GOSTACK__PCPU_BIN_BYTES ((size_t)512 << 10)
 #define GOSTACK__PCPU_SLOTS 64
+/* Transfer batches (lockfree/transfer.c): stacks a full bin sends to the
+ * global pool in one batch, and batch descriptors per CPU (all orders). */
+#define GOSTACK__PCPU_XFER 16
+#define GOSTACK__PCPU_XFER_BATCHES 16
 /* ... and for large stacks (32 KiB .. 1 MiB, one bin per log2 class):
  * bytes a bin holds at most (but always one span), and its slots. */
 #define GOSTACK__PCPU_LARGE_BYTES ((size_t)512 << 10)

@@ -5,7 +5,8 @@
  * Correctness argument
  * --------------------
  * Nodes are free stacks (their first word is the ck_stack_entry, the same
- * word Go's gclink uses) or, for stackLarge, span metadata. A node popped
+ * word Go's gclink uses), for stackLarge span metadata, or transfer batch
+ * descriptors (transfer.c). A node popped
  * here is handed out and may be pushed straight back by its next owner, with
  * no grace period in between: that is the pool's whole point.
  *
@@ -41,7 +42,9 @@
  *
  * Memory. Reading a link dereferences a node that may have been popped and
  * whose span may since have been retired. Every caller of gostack__lf_pop
- * holds an RCU read-side section (gostack__rcu_read_lock) across the call,
+ * on a list of stacks or spans holds an RCU read-side section
+ * (gostack__rcu_read_lock) across the call (transfer.c's descriptors are
+ * never freed while a list can hold them, so their pops need none),
  * and a retired pool span's memory is reused, and an arena's metadata
  * (where stackLarge's links live) unmapped, only after a grace period
  * (stackpool.c, core/pools.c), so the read hits memory that is still what

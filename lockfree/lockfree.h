@@ -162,9 +162,19 @@ GOSTACK__HIDDEN void gostack__rcu_fork_child(void);
 
 /* GOSTACK__LF_SWEEP_MIN: core/options.h. */
 
+/* transfer.c: a batch of free stacks of one order (their gclinks), on its
+ * order's full list, on the free list (n == 0), or owned by the thread that
+ * popped it. Descriptors are the pools' for their whole life. */
+struct gostack__lf_xfer {
+	ck_stack_entry_t entry;
+	uint32_t n;                                          /* slot[0 .. n) */
+	struct gostack__gclink *slot[GOSTACK__PCPU_XFER];
+};
+
 /*
  * Invariant (whenever no operation runs): for each order o,
- *   free stacks of o in the pool = carved[o] - (pool_out[o] - pool_in[o]) * size(o)
+ *   free stacks of o in the pool (its list, the per-CPU bins, the transfer
+ *   batches) = carved[o] - (pool_out[o] - pool_in[o]) * size(o)
  * where pool_out/pool_in are core's per-thread transfer counters
  * (struct gostack__tstat): the bytes of pool spans alive minus the stacks
  * of them that are handed out or cached. retiring = bytes of spans taken
@@ -173,6 +183,10 @@ GOSTACK__HIDDEN void gostack__rcu_fork_child(void);
  */
 struct gostack__lf_pools {
 	struct gostack__lf_list stackpool[GOSTACK_NUM_ORDERS];
+	struct gostack__lf_list xfer_full[GOSTACK_NUM_ORDERS];   /* transfer.c (with the tier only) */
+	struct gostack__lf_list xfer_free;
+	struct gostack__lf_xfer *xfer;                       /* the descriptors, or NULL */
+	size_t xfer_count;
 	struct gostack__lf_list stackLarge[GOSTACK__LARGE_LISTS];
 	_Alignas(GOSTACK__PAD) _Atomic size_t large_bytes;   /* bytes of spans on stackLarge[], <= GOSTACK__LARGE_KEEP */
 	_Atomic size_t carved[GOSTACK_NUM_ORDERS];           /* bytes of live pool spans per order */
@@ -183,6 +197,23 @@ struct gostack__lf_pools {
 	uint32_t decay_pass;   /* the scavenger's sweeping passes (decay_lock); starts at 1 */
 	struct gostack__pcpu *pcpu;   /* the per-CPU tier, or NULL (percpu.c) */
 };
+
+/* transfer.c (its correctness argument is there). */
+/* The lists, and ncpu x GOSTACK__PCPU_XFER_BATCHES descriptors (none for
+ * ncpu 0, or without memory: then no batches). */
+GOSTACK__HIDDEN void gostack__lf_xfer_init(struct gostack__lf_pools *lp, int ncpu);
+GOSTACK__HIDDEN void gostack__lf_xfer_destroy(struct gostack__lf_pools *lp);
+/* This CPU's bin of order is full: a batch of it onto the full list;
+ * false when no descriptor is free (then the caller goes on without). */
+GOSTACK__HIDDEN bool gostack__lf_xfer_put(struct gostack__lf_pools *lp, int order);
+/* A batch off the full list: up to n stacks onto the chain *head, the rest
+ * into this CPU's bin (or the stacks' list); how many onto *head. */
+GOSTACK__HIDDEN size_t gostack__lf_xfer_get(struct gostack__lf_pools *lp, int order, size_t n,
+    struct gostack__gclink **head);
+/* Sweep (sweep lock held): every batch of order drained, its stacks
+ * prepended to chain; returns the chain. */
+GOSTACK__HIDDEN struct gostack__gclink *gostack__lf_xfer_drain(struct gostack__lf_pools *lp, int order,
+    struct gostack__gclink *chain);
 
 GOSTACK__HIDDEN struct gostack__span *gostack__lf_large_get(void *p, unsigned log2npages);
 GOSTACK__HIDDEN void gostack__lf_large_put(void *p, struct gostack__span *s);
@@ -246,6 +277,12 @@ GOSTACK__HIDDEN bool gostack__pcpu_available(void);
 /* A tier for one allocator, or NULL (unavailable, or no memory: run without). */
 GOSTACK__HIDDEN struct gostack__pcpu *gostack__pcpu_create(void);
 GOSTACK__HIDDEN void gostack__pcpu_destroy(struct gostack__pcpu *pc);
+/* Up to k (<= 16) stacks of this CPU's bin into out[] / in[0 .. k) into
+ * it, as many as fit; as arrays of gclinks, the stacks untouched. How many. */
+GOSTACK__HIDDEN size_t gostack__pcpu_take(struct gostack__pcpu *pc, int order, void **out, size_t k);
+GOSTACK__HIDDEN size_t gostack__pcpu_give(struct gostack__pcpu *pc, int order, void *const *in, size_t k);
+/* The possible CPUs (the bins' count). */
+GOSTACK__HIDDEN int gostack__pcpu_ncpu(const struct gostack__pcpu *pc);
 /* Up to n stacks of this CPU's bin onto the chain *head; how many. */
 GOSTACK__HIDDEN size_t gostack__pcpu_pop(struct gostack__pcpu *pc, int order, size_t n, struct gostack__gclink **head);
 /* The chain first..last into this CPU's bin; returns what did not fit (its

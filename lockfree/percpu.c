@@ -5,7 +5,8 @@
  * of free stacks, operated with restartable sequences (rseq) on glibc's
  * registration: a refill or release is a few plain loads and stores on a
  * CPU-local line, with no lock, no atomic read-modify-write and no RCU read
- * section. Overflow and underflow go to the global pools. Classes
+ * section. Overflow and underflow go to the global pools, in transfer
+ * batches where they can (transfer.c). Classes
  * (lockfree.h): the four small orders (bins of gclink pointers) and
  * stackLarge's lists of 32 KiB .. 1 MiB stacks (bins of span pointers, a
  * few spans each: Go's stackLarge has no cache at all, so every large
@@ -486,6 +487,40 @@ gostack__pcpu_pop(struct gostack__pcpu *pc, int order, size_t n, struct gostack_
 		*head = buf[i];
 	}
 	return got;
+}
+
+size_t
+gostack__pcpu_take(struct gostack__pcpu *pc, int order, void **out, size_t k)
+{
+	uint32_t got = 0;
+
+	if (k > PCPU_BATCH)
+		k = PCPU_BATCH;
+	if (pcpu_pop_batch(pc, order, out, (uint32_t)k, &got) <= 0)
+		return 0;
+	for (uint32_t i = 0; i < got; i++)
+		tsan_acquire(out[i]);
+	return got;
+}
+
+size_t
+gostack__pcpu_give(struct gostack__pcpu *pc, int order, void *const *in, size_t k)
+{
+	uint32_t put = 0;
+
+	if (k > PCPU_BATCH)
+		k = PCPU_BATCH;
+	for (uint32_t i = 0; i < k; i++)
+		tsan_release(in[i]);
+	if (pcpu_push_batch(pc, order, in, (uint32_t)k, &put) <= 0)
+		return 0;
+	return put;
+}
+
+int
+gostack__pcpu_ncpu(const struct gostack__pcpu *pc)
+{
+	return pc->ncpu;
 }
 
 struct gostack__gclink *

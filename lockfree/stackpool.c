@@ -14,9 +14,15 @@
  * and the stacks the caller does not take are pushed as one chain.
  *
  * No stack handed out twice: a stack is reachable only from the ck_stack
- * (or a thread's private list after a pop); pops are generation-counted
- * (ABA argument in lfstack.c); carving publishes a span's stacks only after
- * its links are written (the push's store fence and CAS).
+ * (or a thread's private list after a pop), or with the per-CPU tier from
+ * one CPU's bin (percpu.c) or one transfer batch (transfer.c); pops are
+ * generation-counted (ABA argument in lfstack.c); carving publishes a span's
+ * stacks only after its links are written (the push's store fence and CAS).
+ *
+ * With the tier, a refill tries this CPU's bin, then a transfer batch (up
+ * to 16 stacks a full bin sent), then the stacks' list; a release that
+ * finds the bin full sends a batch of it first. A sweep drains the order's
+ * batches together with its stacks, so they are counted like the others.
  *
  * Span reclamation (Go's allocCount / freeStackSpans). Go returns a span the
  * moment its allocCount reaches 0; here a span's free stacks are scattered
@@ -94,6 +100,8 @@ sweep(struct gostack__lf_pools *lp, int order, struct gostack__span **retired, u
 	ck_stack_entry_t *keep = NULL, *keep_last = NULL;
 	struct gostack__span *touched = NULL;
 	size_t retired_bytes = 0;
+
+	x = gostack__lf_xfer_drain(lp, order, x);   /* the transfer batches' stacks too (transfer.c) */
 
 	for (struct gostack__gclink *y = x; y != NULL; y = y->next) {
 		struct gostack__span *s = gostack__span_of((uintptr_t)y);
@@ -188,8 +196,10 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 	size_t size = gostack__order_size(order), got = 0;
 	struct gostack__gclink *head = NULL;
 
-	if (lp->pcpu != NULL) {   /* this CPU's bin first (percpu.c) */
+	if (lp->pcpu != NULL) {   /* this CPU's bin first (percpu.c), then a transfer batch */
 		got = gostack__pcpu_pop(lp->pcpu, order, n, &head);
+		if (got < n)
+			got += gostack__lf_xfer_get(lp, order, n - got, &head);
 		if (got == n) {
 			*list = head;
 			return got;
@@ -248,6 +258,11 @@ lf_pool_put(void *p, int order, struct gostack__gclink *first, struct gostack__g
 
 	if (lp->pcpu != NULL && (first = gostack__pcpu_push(lp->pcpu, order, first, last)) == NULL)
 		return;   /* all in this CPU's bin (percpu.c) */
+	/* The bin is full: a transfer batch of it goes to the global pool
+	 * (transfer.c), making room for the rest. */
+	if (lp->pcpu != NULL && gostack__lf_xfer_put(lp, order) &&
+	    (first = gostack__pcpu_push(lp->pcpu, order, first, last)) == NULL)
+		return;
 	gostack__lf_push_chain(&lp->stackpool[order].stack, (ck_stack_entry_t *)first, (ck_stack_entry_t *)last);
 }
 
@@ -291,6 +306,7 @@ lf_create(gostack_allocator_t *a)
 	lp->decay_pass = 1;
 	if (a->percpu)
 		lp->pcpu = gostack__pcpu_create();   /* NULL: no rseq here (percpu.c) */
+	gostack__lf_xfer_init(lp, lp->pcpu != NULL ? gostack__pcpu_ncpu(lp->pcpu) : 0);   /* transfer.c */
 	for (int i = 0; i < GOSTACK_NUM_ORDERS; i++) {
 		ck_stack_init(&lp->stackpool[i].stack);
 		/* A non-NULL generation: ck's `generation + 1` on a NULL char *
@@ -379,6 +395,7 @@ lf_destroy(void *p)
 		gostack__throw("destroying lock-free pools with stackLarge not empty");
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
 		pthread_mutex_destroy(&lp->sweep_lock[o]);
+	gostack__lf_xfer_destroy(lp);
 	gostack__pcpu_destroy(lp->pcpu);
 	gostack__meta_free(lp, sizeof *lp);
 }
@@ -401,6 +418,7 @@ lf_check(void *p)
 
 		pthread_mutex_lock(&lp->sweep_lock[o]);
 		x = (struct gostack__gclink *)gostack__lf_drain(&lp->stackpool[o].stack);
+		x = gostack__lf_xfer_drain(lp, o, x);
 		for (struct gostack__gclink *y = x; y != NULL; y = y->next) {
 			struct gostack__span *s = gostack__span_of((uintptr_t)y);
 

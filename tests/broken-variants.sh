@@ -30,6 +30,10 @@
 #   no-cpu-check the per-CPU CS without its CPU compare (a patched copy): a
 #               thread migrated between reading the CPU and the CS writes
 #               another CPU's bin -> lockfree.percpu must fail
+#   undrained   the lock-free sweep not draining the transfer batches (a
+#               patched copy): stacks that crossed CPUs in batches are out
+#               of every sweep, so their spans never go back
+#               -> lockfree.percpu (transfer) must fail
 #   stale-depth the depth profile not giving a sampled stack's lower pages
 #               back at handout (a patched copy): a previous, deeper use
 #               shows in the sample -> profile.* (known_depth) must fail
@@ -106,6 +110,11 @@ patched nocpu lockfree/percpu.c \
 	's|"cmpl %\[cpu\], 4(%\[rs\])\\n\\t" \\|"/* BROKEN: no CPU compare */\\n\\t" \\|; /"jnz 4f\\n\\t" \\/d' \
 	"BROKEN" test_lockfree
 try no-cpu-check "$work/nocpu" test_lockfree --backend lockfree --scale 1 percpu
+
+patched undrained lockfree/stackpool.c \
+	's|^\tx = gostack__lf_xfer_drain(lp, order, x);|\t(void)0; /* BROKEN */|' \
+	"BROKEN" test_lockfree
+try undrained "$work/undrained" test_lockfree --backend lockfree --scale 1 transfer
 
 patched staledepth core/profile.c \
 	's|^\t\tgostack__os_decommit((void \*)lo, p - lo);|\t\t(void)0; /* BROKEN */|; s|^\t\tgostack__os_decommit((void \*)lo, n);|\t\t(void)0; /* BROKEN */|' \

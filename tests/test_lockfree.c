@@ -27,6 +27,10 @@
  *                    stamp overwritten or stats out of balance. Small and
  *                    large stacks (the large classes' bins) alike.
  *   large_percpu     the large bins' accounting, reuse, bound and decay.
+ *   transfer         stacks allocated on one CPU and freed on another, so
+ *                    that they travel in transfer batches, with reclaims
+ *                    draining the batches meanwhile: stamps, balance, and
+ *                    nothing left mapped at the end.
  * All must pass on the real code.
  */
 #define _GNU_SOURCE 1   /* pthread_setaffinity_np, CPU_SET */
@@ -285,6 +289,143 @@ TEST(large_percpu)
 	pthread_setaffinity_np(pthread_self(), sizeof old, &old);
 }
 
+/*
+ * Transfer batches (lockfree/transfer.c): a producer pinned to one CPU
+ * allocates (cached: refills), a consumer pinned to another frees what it
+ * got (releases), so the consumer's bins overflow into batches and the
+ * producer's bins refill from them, while a retirer keeps reclaiming (each
+ * reclaim drains the bins and the batches into its sweep). Every stack is
+ * stamped by the producer and checked by the consumer: a stack handed out
+ * twice, or lost on the way, shows as a bad stamp, stats out of balance, or
+ * memory left mapped after the last reclaim.
+ */
+#define XFER_RING 4096
+static gostack_t xfer_ring[XFER_RING];
+static _Atomic unsigned long xfer_head, xfer_tail;   /* produced, consumed */
+static _Atomic int xfer_done;                        /* the producer returned */
+
+static void
+pin_to(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+static void *
+xfer_producer(void *arg)
+{
+	uint64_t rng = 99;
+
+	pin_to((int)(intptr_t)arg);
+	for (unsigned long i = 0; !atomic_load_explicit(&stop, memory_order_relaxed); i++) {
+		/* Acquire: pairs with the consumer's release of the slots it freed. */
+		while (i - atomic_load_explicit(&xfer_tail, memory_order_acquire) >= XFER_RING)
+			if (atomic_load_explicit(&stop, memory_order_relaxed))
+				goto out;
+		gostack_t st = gostack_allocator_alloc(A, (size_t)2048 << (test_rand(&rng) % 4));
+
+		if (st.lo == 0) {
+			atomic_fetch_add(&corrupt, 1);
+			break;
+		}
+		stamp_set(st, i ^ st.lo);
+		xfer_ring[i % XFER_RING] = st;
+		/* Release: the stamp and the slot before the consumer's acquire. */
+		atomic_store_explicit(&xfer_head, i + 1, memory_order_release);
+	}
+out:
+	atomic_store_explicit(&xfer_done, 1, memory_order_release);
+	return NULL;
+}
+
+static void *
+xfer_consumer(void *arg)
+{
+	unsigned long i = 0;
+
+	pin_to((int)(intptr_t)arg);
+	for (;;) {
+		/* Acquire: pairs with the producer's release of xfer_head. */
+		unsigned long h = atomic_load_explicit(&xfer_head, memory_order_acquire);
+
+		if (i == h) {
+			/* Acquire: the producer's last publication is before its done. */
+			if (atomic_load_explicit(&xfer_done, memory_order_acquire) &&
+			    i == atomic_load_explicit(&xfer_head, memory_order_acquire))
+				break;
+			continue;
+		}
+		for (; i < h; i++) {
+			gostack_t st = xfer_ring[i % XFER_RING];
+
+			if (!stamp_ok(st, i ^ st.lo))
+				atomic_fetch_add(&corrupt, 1);
+			gostack_allocator_free(A, st);
+		}
+		/* Release: the slots are free for the producer again. */
+		atomic_store_explicit(&xfer_tail, i, memory_order_release);
+		atomic_fetch_add_explicit(&ops, 1, memory_order_relaxed);
+	}
+	gostack_thread_flush();
+	return NULL;
+}
+
+TEST(transfer)
+{
+	gostack_config_t cfg = test_cfg;
+	gostack_stats_detail_t d;
+	gostack_stats_t st;
+	cpu_set_t mine;
+	int cpus[2], nc = 0;
+	pthread_t p, c, r;
+
+	cfg.decay_ms = -1;
+	A = gostack_allocator_new(&cfg);
+	REQUIRE(A != NULL);
+	gostack_allocator_stats_detail(A, &d);
+	REQUIRE(pthread_getaffinity_np(pthread_self(), sizeof mine, &mine) == 0);
+	for (int i = 0; i < CPU_SETSIZE && nc < 2; i++)
+		if (CPU_ISSET(i, &mine))
+			cpus[nc++] = i;
+	if (!d.percpu || nc < 2) {
+		test_skip(!d.percpu ? "no per-CPU tier here (rseq off or unavailable)" : "fewer than 2 CPUs to run on");
+		CHECK_EQ(gostack_allocator_delete(A), 0);
+		return;
+	}
+	atomic_store(&stop, 0);
+	atomic_store(&corrupt, 0);
+	atomic_store(&ops, 0);
+	atomic_store(&sweeps, 0);
+	atomic_store(&xfer_head, 0);
+	atomic_store(&xfer_tail, 0);
+	atomic_store(&xfer_done, 0);
+	pthread_create(&p, NULL, xfer_producer, (void *)(intptr_t)cpus[0]);
+	pthread_create(&c, NULL, xfer_consumer, (void *)(intptr_t)cpus[1]);
+	pthread_create(&r, NULL, retirer, NULL);
+	usleep((useconds_t)(1.5e6 * test_scale));
+	atomic_store(&stop, 1);
+	pthread_join(p, NULL);
+	pthread_join(c, NULL);
+	pthread_join(r, NULL);
+	printf("     %lu stacks from CPU %d to CPU %d, %ld reclaims, %ld corrupt\n", atomic_load(&xfer_head), cpus[0],
+	    cpus[1], atomic_load(&sweeps), atomic_load(&corrupt));
+	CHECK_EQ(atomic_load(&corrupt), 0);
+	CHECK(atomic_load(&xfer_head) > 0);
+	CHECK_EQ(atomic_load(&xfer_tail), atomic_load(&xfer_head));
+	gostack_allocator_stats(A, &st);
+	CHECK_EQ(st.inuse_bytes, 0);
+	CHECK_EQ(st.allocs, st.frees);
+	test_check_balance(A, "transfer");
+	gostack_allocator_reclaim(A);
+	gostack_allocator_stats(A, &st);
+	CHECK_EQ(st.pooled_bytes, 0);
+	CHECK_EQ(st.mapped_bytes, 0);
+	CHECK_EQ(gostack_allocator_delete(A), 0);
+}
+
 /* The tier is on exactly where rseq is: GLIBC_TUNABLES=glibc.pthread.rseq=0
  * (ctest's *.norseq) or GOSTACK_PERCPU=0 turn it off, and the pools still
  * work (the other tests run there too). */
@@ -323,4 +464,4 @@ TEST(aba)
 	run(false, 2.0 * test_scale);
 }
 
-TEST_MAIN(T(reclaim_torture), T(aba), T(percpu), T(percpu_state), T(large_percpu))
+TEST_MAIN(T(reclaim_torture), T(aba), T(percpu), T(percpu_state), T(large_percpu), T(transfer))
