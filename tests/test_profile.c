@@ -19,11 +19,13 @@
  * Run on both backends, cached and no-cache, and with guard pages
  * (tests/CMakeLists.txt).
  */
+#include <limits.h>
 #include <pthread.h>
 #include <ucontext.h>
 #include <unistd.h>
 
 #include "proc.h"
+
 #include "test.h"
 
 static gostack_allocator_t *
@@ -223,13 +225,21 @@ TEST(untouched_rss)
 			}
 			for (int i = 0; i < N; i++)
 				gostack_allocator_free(a, s[i]);
-			long r0 = proc_rss_bytes();
+			/* The process's RSS also moves for reasons not ours (under
+			 * ASan, its own allocator and shadow, seen once at +340 KiB
+			 * with the machine loaded): the least growth of 3 hand-outs. */
+			grow[on][k] = LONG_MAX;
+			for (int rep = 0; rep < 3; rep++) {
+				long r0 = proc_rss_bytes(), g;
 
-			for (int i = 0; i < N; i++)
-				s[i] = gostack_allocator_alloc(a, sizes[k]);
-			grow[on][k] = proc_rss_bytes() - r0;
-			for (int i = 0; i < N; i++)
-				gostack_allocator_free(a, s[i]);
+				for (int i = 0; i < N; i++)
+					s[i] = gostack_allocator_alloc(a, sizes[k]);
+				g = proc_rss_bytes() - r0;
+				if (g < grow[on][k])
+					grow[on][k] = g;
+				for (int i = 0; i < N; i++)
+					gostack_allocator_free(a, s[i]);
+			}
 			gostack_thread_flush();
 			gostack_allocator_reclaim(a);
 			CHECK_EQ(gostack_allocator_delete(a), 0);
