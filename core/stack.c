@@ -83,6 +83,45 @@ mark_free(struct gostack__gclink *x, uintptr_t lo, uintptr_t hi)
 	gostack__link_mark_free(x);
 }
 
+/* The large span s (its one n-byte stack) handed out: counted on t (the
+ * allocator's orphan counters without one) and marked in use; its lo. The
+ * slow path and the plain allocator's large path both end here. */
+static inline __attribute__((always_inline)) uintptr_t
+large_handout(gostack_allocator_t *a, struct gostack__tcache *t, struct gostack__span *s, size_t n)
+{
+	if (t != NULL) {
+		gostack__count(&t->st.large_allocs, 1);
+		gostack__count(&t->st.large_alloc_bytes, n);
+	} else {
+		gostack__count_shared(&a->orphan.large_allocs, 1);
+		gostack__count_shared(&a->orphan.large_alloc_bytes, n);
+	}
+	atomic_store_explicit(&s->large_free, 0, memory_order_relaxed);   /* ours alone now */
+	return gostack__span_stack(s, 0);
+}
+
+/* The large stack [lo, lo + n) of span s given back, its checks done: the
+ * double-free exchange, the counters (as above), the pools, the scavenger. */
+static inline __attribute__((always_inline)) void
+large_giveback(gostack_allocator_t *a, struct gostack__tcache *t, struct gostack__span *s, uintptr_t lo, size_t n)
+{
+	/* acq_rel: two frees racing on one large stack, exactly one sees 0
+	 * (pairs with itself; the alloc's store is ordered before any free by
+	 * the hand-off). */
+	if (atomic_exchange_explicit(&s->large_free, 1, memory_order_acq_rel) != 0)
+		double_free(lo, lo + n);
+	if (t != NULL) {
+		gostack__count(&t->st.large_frees, 1);
+		gostack__count(&t->st.large_free_bytes, n);
+	} else {
+		gostack__count_shared(&a->orphan.large_frees, 1);
+		gostack__count_shared(&a->orphan.large_free_bytes, n);
+	}
+	a->ops->large_put(a->pools, s);
+	gostack__scavenger_note(a);   /* idle in stackLarge, or dirty in the heap */
+	gostack__scavenger_poke();
+}
+
 static gostack_t
 stackalloc_large(gostack_allocator_t *a, size_t n)
 {
@@ -97,16 +136,8 @@ stackalloc_large(gostack_allocator_t *a, size_t n)
 			return fail(ENOMEM);
 	}
 	t = tcache_of(a);
-	if (t != NULL) {
-		gostack__count(&t->st.large_allocs, 1);
-		gostack__count(&t->st.large_alloc_bytes, n);
-	} else {
-		gostack__count_shared(&a->orphan.large_allocs, 1);
-		gostack__count_shared(&a->orphan.large_alloc_bytes, n);
-	}
-	uintptr_t lo = gostack__span_stack(s, 0);
+	uintptr_t lo = large_handout(a, t, s, n);
 
-	atomic_store_explicit(&s->large_free, 0, memory_order_relaxed);   /* ours alone now */
 	if (a->debug)
 		gostack__debug_check_link(a, lo, n);   /* stackLarge's link was sound */
 	return (gostack_t){ lo, lo + n };
@@ -277,10 +308,7 @@ large_alloc_plain(gostack_allocator_t *a, size_t size)
 	if (gostack__unlikely(t == NULL) ||
 	    (s = a->ops->large_get(a->pools, gostack__stacklog2(n >> GOSTACK__PAGE_SHIFT))) == NULL)
 		return stackalloc_slow(a, size);
-	gostack__count(&t->st.large_allocs, 1);
-	gostack__count(&t->st.large_alloc_bytes, n);
-	atomic_store_explicit(&s->large_free, 0, memory_order_relaxed);   /* ours alone now */
-	uintptr_t lo = gostack__span_stack(s, 0);
+	uintptr_t lo = large_handout(a, t, s, n);
 
 	gostack__tool_alloc_fast(lo, n);
 	return (gostack_t){ lo, lo + n };
@@ -383,22 +411,7 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	gostack__tool_free(lo, n);   /* before the link is written */
 
 	if (!gostack__is_small(n)) {
-		/* acq_rel: two frees racing on one large stack, exactly one
-		 * sees 0 (pairs with itself; the alloc's store is ordered
-		 * before any free by the hand-off). */
-		if (atomic_exchange_explicit(&s->large_free, 1, memory_order_acq_rel) != 0)
-			double_free(lo, hi);
-		t = tcache_of(a);
-		if (t != NULL) {
-			gostack__count(&t->st.large_frees, 1);
-			gostack__count(&t->st.large_free_bytes, n);
-		} else {
-			gostack__count_shared(&a->orphan.large_frees, 1);
-			gostack__count_shared(&a->orphan.large_free_bytes, n);
-		}
-		a->ops->large_put(a->pools, s);
-		gostack__scavenger_note(a);   /* idle in stackLarge, or dirty in the heap */
-		gostack__scavenger_poke();
+		large_giveback(a, tcache_of(a), s, lo, n);
 		return;
 	}
 	int order = gostack__order(n);
@@ -443,28 +456,11 @@ cached_release(struct gostack__tcache *t, struct gostack__gclink *x, int order, 
 }
 
 /*
- * The cached path of a free: the span (two loads, never the stack) a pool
- * span of a handing out n-byte stacks, lo where one of its stacks starts,
- * this thread's cache for a; with a profile, no sampled stack live in the
- * span. Anything else takes the slow path, which checks and reports every
- * misuse. No test of the size comes first: a pool span's elemsize is a
- * small power of two, so hi - lo matching it says that much already ({0,
- * 0}, large stacks and garbage find no pool span, or another size).
- *
- * "Where a stack starts" is the span's geometry (span.h), one test for
- * every layout: the span's block is aligned to its size, which is at least
- * the stride, so lo starts stack i exactly when lo mod stride == lo_off
- * (unguarded: stride n, lo_off 0, the natural alignment; guarded: the
- * stack at the top of its slot, the guard below). The test also bounds i:
- * spanOf found the span from lo's own 32 KiB unit, so lo is inside the
- * span's stacks (a stride of 32 KiB or more holds one stack, at lo_off).
- */
-/*
  * The large path of a plain allocator's free: s (found by the cached path)
  * the LARGE span of a, its stack exactly [lo, hi) (elemsize is a power of
  * two the allocator set; lo the span's one stack, so aligned), this
  * thread's cache for the counters. The checks of check_free, in that
- * shape; the double free is caught by the exchange, as in stackfree_slow.
+ * shape; the double free is caught by large_giveback's exchange.
  * Anything else: the slow path (a profiled allocator's frees go there
  * straight from the cached path, which keeps its copy as small as before).
  */
@@ -482,16 +478,26 @@ free_not_cached(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, u
 		return;
 	}
 	gostack__tool_free_fast(lo, n);
-	/* acq_rel: as in stackfree_slow (two frees racing, one sees 0). */
-	if (atomic_exchange_explicit(&s->large_free, 1, memory_order_acq_rel) != 0)
-		double_free(lo, hi);
-	gostack__count(&t->st.large_frees, 1);
-	gostack__count(&t->st.large_free_bytes, n);
-	a->ops->large_put(a->pools, s);
-	gostack__scavenger_note(a);   /* idle in stackLarge, or dirty in the heap */
-	gostack__scavenger_poke();
+	large_giveback(a, t, s, lo, n);
 }
 
+/*
+ * The cached path of a free: the span (two loads, never the stack) a pool
+ * span of a handing out n-byte stacks, lo where one of its stacks starts,
+ * this thread's cache for a; with a profile, no sampled stack live in the
+ * span. Anything else takes the slow path, which checks and reports every
+ * misuse. No test of the size comes first: a pool span's elemsize is a
+ * small power of two, so hi - lo matching it says that much already ({0,
+ * 0}, large stacks and garbage find no pool span, or another size).
+ *
+ * "Where a stack starts" is the span's geometry (span.h), one test for
+ * every layout: the span's block is aligned to its size, which is at least
+ * the stride, so lo starts stack i exactly when lo mod stride == lo_off
+ * (unguarded: stride n, lo_off 0, the natural alignment; guarded: the
+ * stack at the top of its slot, the guard below). The test also bounds i:
+ * spanOf found the span from lo's own 32 KiB unit, so lo is inside the
+ * span's stacks (a stride of 32 KiB or more holds one stack, at lo_off).
+ */
 static inline __attribute__((always_inline)) void
 cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi, bool prof)
 {
