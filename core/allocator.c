@@ -137,7 +137,8 @@ gostack_allocator_new(const gostack_config_t *cfg)
 	bool plain = !a->no_cache && !a->debug && !gostack__tool_slow_only();
 
 	a->profile = cfg->profile != 0 ? cfg->profile : (unsigned)gostack__opt(GOSTACK__OPT_PROFILE);
-	a->fast = plain && a->profile == 0;
+	a->fast = plain;
+	a->fast_alloc = plain && a->profile == 0;
 	a->fast_prof = plain && a->profile != 0;
 	if (a->profile != 0 && !gostack__profile_init(a)) {
 		gostack__meta_free(a, sizeof *a);

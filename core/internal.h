@@ -284,10 +284,12 @@ struct gostack_allocator {
 	int slot;                    /* index into gostack__tls.slot */
 	bool no_cache;
 	bool debug;                  /* GOSTACK_DEBUG / config.debug: debug.c's checks */
-	bool fast;                   /* !no_cache && !debug, not under Valgrind, no profile:
-	                                the inline cached paths apply (guarded or not) */
-	bool fast_prof;              /* the same but for a profile: the inline cached paths with
-	                                the sample countdown (stack.c) */
+	bool fast;                   /* !no_cache && !debug, not under Valgrind: the inline
+	                                cached free applies (guarded or not, with a profile
+	                                or not: a sampled stack's span fails its test) */
+	bool fast_alloc;             /* fast, no profile: the inline cached allocation */
+	bool fast_prof;              /* fast with a profile: the inline cached allocation
+	                                with the sample countdown (stack.c) */
 	unsigned profile;            /* one in N sampled for the depth profile; 0: off */
 	bool percpu;                 /* asks the lock-free pools for their per-CPU tier */
 	struct gostack__profile *prof;   /* profile.c's counters, when profile != 0 */

@@ -389,13 +389,12 @@ gostack__heap_alloc(const struct gostack__geom *g, uint8_t state, size_t elemsiz
 	s->base = ar->base + (u << GOSTACK__SPAN_SHIFT);
 	s->npages = bytes >> GOSTACK__PAGE_SHIFT;
 	s->stride = (uint32_t)g->stride;
-	s->lo_off = (uint32_t)g->lo_off;
 	s->guard = (uint32_t)g->guard;
 	s->nelems = g->nelems;
 	s->decay_at = 0;
 	memset(&s->pool, 0, sizeof s->pool);
 	atomic_store_explicit(&s->dbg_freed, 0, memory_order_relaxed);
-	atomic_store_explicit(&s->sampled, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->lo_sampled, (uint32_t)g->lo_off, memory_order_relaxed);   /* no sampled bit */
 	atomic_store_explicit(&s->elemsize, elemsize, memory_order_relaxed);
 	atomic_store_explicit(&s->alloc, owner, memory_order_relaxed);
 	pthread_mutex_unlock(&heap_lock);

@@ -9,10 +9,12 @@
  * random draw in [1, 2N - 1] (mean N, so no periodic pattern of the
  * program's aliases with the sampling); threads without a cache share an
  * allocator-wide counter. With the profile off nothing of this runs: the
- * allocator keeps its `fast` flag and the cached paths are unchanged. With
- * it on, the allocator's cached paths are stack.c's second copy (in
- * alloc_not_plain / free_not_plain), which adds the countdown to the
- * allocation and one test of the span's `sampled` word to the free.
+ * cached paths are the plain ones. With it on, the cached allocation is
+ * stack.c's second copy, which adds the countdown (the test of the
+ * allocator's flag that picks it is the plain copy's own, failing); the
+ * cached free is the plain one: a span with a sampled stack live holds its
+ * bit in the word the free compares lo with (span.h's lo_sampled), so the
+ * test fails and the slow path measures the stack.
  *
  * How deep, without committing memory: a stack grows down from hi, so its
  * deepest use is hi minus the lowest address written.
@@ -128,9 +130,9 @@ paint_lo(uintptr_t lo, size_t n)
 void
 gostack__profile_handout(struct gostack__span *s, uintptr_t lo, size_t n)
 {
-	uint32_t bit = 1u << gostack__span_index(s, lo);
+	uint64_t bit = (uint64_t)1 << (32 + gostack__span_index(s, lo));
 
-	atomic_fetch_or_explicit(&s->sampled, bit, memory_order_relaxed);
+	atomic_fetch_or_explicit(&s->lo_sampled, bit, memory_order_relaxed);
 	if (!gostack__is_small(n)) {
 		gostack__os_decommit((void *)lo, n);
 		return;
@@ -172,10 +174,10 @@ resident_run_down(uintptr_t lo, uintptr_t hi)
 void
 gostack__profile_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, size_t n)
 {
-	uint32_t bit = 1u << gostack__span_index(s, lo);
+	uint64_t bit = (uint64_t)1 << (32 + gostack__span_index(s, lo));
 	uintptr_t hi = lo + n, deepest;
 
-	atomic_fetch_and_explicit(&s->sampled, ~bit, memory_order_relaxed);
+	atomic_fetch_and_explicit(&s->lo_sampled, ~bit, memory_order_relaxed);
 	if (!gostack__is_small(n)) {
 		deepest = resident_run_down(lo, hi);
 	} else {

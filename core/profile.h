@@ -31,7 +31,7 @@ GOSTACK__HIDDEN void gostack__profile_free(gostack_allocator_t *a, struct gostac
 static inline bool
 gostack__profile_sampled(struct gostack__span *s, uintptr_t lo)
 {
-	uint32_t bits = atomic_load_explicit(&s->sampled, memory_order_relaxed);
+	uint32_t bits = gostack__span_sampled(s);
 
 	return bits != 0 && (bits >> gostack__span_index(s, lo) & 1) != 0;
 }

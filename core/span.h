@@ -135,19 +135,25 @@ struct gostack__span {
 	uint64_t decay_at;
 	uintptr_t base;            /* the heap block */
 	size_t npages;             /* 8 KiB pages of the block */
-	uint32_t stride, lo_off, guard;   /* geometry, above */
-	uint32_t nelems;
+	uint32_t stride, guard;    /* geometry, above */
+	/* The geometry's lo_off (low 32 bits: gostack__span_lo_off), and
+	 * profile.c's sampled stacks (high 32 bits: bit 32 + i set while stack
+	 * i, bit 0 the large stack, is a sampled stack handed out and not yet
+	 * freed). One word so that the cached free's test of lo against the
+	 * geometry (stack.c) fails for a span with a sampled stack live, with
+	 * no test of its own: the word equals lo mod stride only when no bit
+	 * is set. lo_off is stored by the heap before publication, with the
+	 * bits 0 (when the span leaves the heap); the bits change by relaxed
+	 * 64-bit RMWs of the threads that hand out and free the span's stacks
+	 * (the hand-off orders a handout's bit before its free). */
+	_Atomic uint64_t lo_sampled;
 	_Atomic size_t elemsize;
 	_Atomic(struct gostack_allocator *) alloc;
+	uint32_t nelems;           /* geometry (after the fields the cached free reads) */
 	/* debug.c: bit i set while stack i of the span (bit 0: the large stack)
 	 * has been freed by the user and not handed out again; 0 when the span
 	 * leaves the heap */
 	_Atomic uint32_t dbg_freed;
-	/* profile.c: bit i set while stack i (bit 0: the large stack) is a
-	 * sampled stack handed out and not yet freed; relaxed RMWs by the
-	 * threads that hand out and free its stacks (the hand-off orders a
-	 * handout's bit before its free); 0 when the span leaves the heap */
-	_Atomic uint32_t sampled;
 	_Alignas(16) unsigned char pool[GOSTACK__SPAN_POOL_BYTES];
 };
 
@@ -160,18 +166,32 @@ gostack__span_of_pool(void *area)
 	    (struct gostack__span *)(void *)((char *)area - offsetof(struct gostack__span, pool));
 }
 
+/* The geometry's lo_off of span s (span.h's lo_sampled). */
+static inline uint32_t
+gostack__span_lo_off(const struct gostack__span *s)
+{
+	return (uint32_t)atomic_load_explicit(&((struct gostack__span *)s)->lo_sampled, memory_order_relaxed);
+}
+
+/* The sampled bits of span s (bit i: stack i; lo_sampled's high half). */
+static inline uint32_t
+gostack__span_sampled(const struct gostack__span *s)
+{
+	return (uint32_t)(atomic_load_explicit(&((struct gostack__span *)s)->lo_sampled, memory_order_relaxed) >> 32);
+}
+
 /* lo of stack i of span s. */
 static inline uintptr_t
 gostack__span_stack(const struct gostack__span *s, uint32_t i)
 {
-	return s->base + s->lo_off + (uintptr_t)i * s->stride;
+	return s->base + gostack__span_lo_off(s) + (uintptr_t)i * s->stride;
 }
 
 /* Index of the stack at lo in s, or UINT32_MAX when lo does not start one. */
 static inline uint32_t
 gostack__span_index(const struct gostack__span *s, uintptr_t lo)
 {
-	uintptr_t off = lo - s->base - s->lo_off;   /* wraps when lo is below */
+	uintptr_t off = lo - s->base - gostack__span_lo_off(s);   /* wraps when lo is below */
 	uintptr_t i = off >> __builtin_ctz(s->stride);   /* stride: a power of two */
 
 	if ((off & (s->stride - 1)) != 0 || i >= s->nelems)

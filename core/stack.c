@@ -223,12 +223,16 @@ stackalloc_slow(gostack_allocator_t *a, size_t size)
 
 /*
  * The cached paths: a small size, this thread's cache for a, a stack in it
- * (alloc) or room for one (free). Two copies of each are inlined: the plain
- * one (a->fast) and, for an allocator with a depth profile (a->fast_prof),
- * one that counts down to the next sample (profile.c) and leaves the
- * sample to the slow path; the plain one carries nothing of the profile
- * (the second copy is in a function of its own, alloc_not_plain /
- * free_not_plain, reached from the branch the plain path already takes).
+ * (alloc) or room for one (free). The allocation has two copies: the plain
+ * one (a->fast_alloc) and, for an allocator with a depth profile
+ * (a->fast_prof), one that counts down to the next sample (profile.c) and
+ * leaves the sample to the slow path; the plain one carries nothing of the
+ * profile (the second copy is in a function of its own, alloc_not_plain,
+ * reached from the branch the plain path already takes). The free has one
+ * copy for both (a->fast): a span with a sampled stack live fails the test
+ * of lo against the span's geometry, the word that holds its sampled bits
+ * (span.h), so the sample is measured by the slow path with no test of its
+ * own on the cached one.
  * An empty cache (alloc) or a full one (free) is refilled or released by
  * an out-of-line tail (cached_refill, cached_release) that starts from what
  * the cached path already checked, rather than from the top of the slow
@@ -290,7 +294,7 @@ cached_alloc(gostack_allocator_t *a, size_t size, bool prof)
 }
 
 /*
- * The large path of a plain allocator (a->fast), 16 KiB < size <= 1 GiB:
+ * The large path of a plain allocator (a->fast_alloc), 16 KiB < size <= 1 GiB:
  * the pools' stackLarge (and the lock-free pools' per-CPU bins) straight
  * from here, past the slow path's checks that a plain allocator cannot
  * need (debug, profile, Valgrind). Nothing there (a new span needed), or
@@ -323,7 +327,7 @@ alloc_not_plain(gostack_allocator_t *a, size_t size)
 {
 	if (a != NULL && a->fast_prof && size - 1 < GOSTACK__SMALL_LIMIT / 2)
 		return cached_alloc(a, size, true);
-	if (a != NULL && a->fast && size - 1 - GOSTACK__SMALL_LIMIT / 2 < GOSTACK_MAX_SIZE - GOSTACK__SMALL_LIMIT / 2)
+	if (a != NULL && a->fast_alloc && size - 1 - GOSTACK__SMALL_LIMIT / 2 < GOSTACK_MAX_SIZE - GOSTACK__SMALL_LIMIT / 2)
 		return large_alloc_plain(a, size);
 	return stackalloc_slow(a, size);
 }
@@ -331,7 +335,7 @@ alloc_not_plain(gostack_allocator_t *a, size_t size)
 gostack_t
 gostack_allocator_alloc(gostack_allocator_t *a, size_t size)
 {
-	if (gostack__likely(a != NULL && size - 1 < GOSTACK__SMALL_LIMIT / 2 && a->fast))
+	if (gostack__likely(a != NULL && size - 1 < GOSTACK__SMALL_LIMIT / 2 && a->fast_alloc))
 		return cached_alloc(a, size, false);
 	return alloc_not_plain(a, size);
 }
@@ -456,13 +460,13 @@ cached_release(struct gostack__tcache *t, struct gostack__gclink *x, int order, 
 }
 
 /*
- * The large path of a plain allocator's free: s (found by the cached path)
+ * The large path of the cached free (a->fast): s (found by the cached path)
  * the LARGE span of a, its stack exactly [lo, hi) (elemsize is a power of
- * two the allocator set; lo the span's one stack, so aligned), this
+ * two the allocator set; lo the span's one stack, so aligned) and not a
+ * sample (the test of lo against lo_sampled, as the cached path's), this
  * thread's cache for the counters. The checks of check_free, in that
  * shape; the double free is caught by large_giveback's exchange.
- * Anything else: the slow path (a profiled allocator's frees go there
- * straight from the cached path, which keeps its copy as small as before).
+ * Anything else: the slow path (a sampled stack is measured there).
  */
 static __attribute__((noinline)) void
 free_not_cached(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, uintptr_t hi)
@@ -472,7 +476,8 @@ free_not_cached(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, u
 
 	if (s == NULL || atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_LARGE ||
 	    atomic_load_explicit(&s->alloc, memory_order_relaxed) != a ||
-	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) != n || lo != gostack__span_stack(s, 0) ||
+	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) != n ||
+	    lo - s->base != atomic_load_explicit(&s->lo_sampled, memory_order_relaxed) ||
 	    (t = gostack__tcache_mine(a)) == NULL) {
 		stackfree_slow(a, lo, hi);
 		return;
@@ -484,8 +489,8 @@ free_not_cached(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, u
 /*
  * The cached path of a free: the span (two loads, never the stack) a pool
  * span of a handing out n-byte stacks, lo where one of its stacks starts,
- * this thread's cache for a; with a profile, no sampled stack live in the
- * span. Anything else takes the slow path, which checks and reports every
+ * this thread's cache for a; no sampled stack live in the span. Anything
+ * else takes free_not_cached, then the slow path, which checks and reports every
  * misuse. No test of the size comes first: a pool span's elemsize is a
  * small power of two, so hi - lo matching it says that much already ({0,
  * 0}, large stacks and garbage find no pool span, or another size).
@@ -497,9 +502,12 @@ free_not_cached(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, u
  * stack at the top of its slot, the guard below). The test also bounds i:
  * spanOf found the span from lo's own 32 KiB unit, so lo is inside the
  * span's stacks (a stride of 32 KiB or more holds one stack, at lo_off).
+ * It compares lo mod stride with the whole of lo_sampled: lo_off with the
+ * span's sampled bits above it, which are 0 unless a profile sampled one
+ * of its stacks (then this free, whichever stack it is, goes slow).
  */
 static inline __attribute__((always_inline)) void
-cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi, bool prof)
+cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 {
 	size_t n = hi - lo;
 	struct gostack__span *s = gostack__span_of_inline(lo);
@@ -508,12 +516,8 @@ cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi, bool prof)
 	    atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_POOL ||
 	    atomic_load_explicit(&s->alloc, memory_order_relaxed) != a ||
 	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) != n ||
-	    (lo & (s->stride - 1)) != s->lo_off ||
-	    (prof && atomic_load_explicit(&s->sampled, memory_order_relaxed) != 0))) {
-		if (prof)
-			stackfree_slow(a, lo, hi);   /* maybe a sample, measured there */
-		else
-			free_not_cached(a, s, lo, hi);
+	    (lo & (s->stride - 1)) != atomic_load_explicit(&s->lo_sampled, memory_order_relaxed))) {
+		free_not_cached(a, s, lo, hi);
 		return;
 	}
 	struct gostack__tcache *t = gostack__tcache_mine(a);
@@ -535,23 +539,13 @@ cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi, bool prof)
 		cached_push(t, c, x, order, n, have);
 }
 
-/* As alloc_not_plain. */
-static __attribute__((noinline)) void
-free_not_plain(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
-{
-	if (a != NULL && a->fast_prof)
-		cached_free(a, lo, hi, true);
-	else
-		stackfree_slow(a, lo, hi);
-}
-
 void
 gostack_allocator_free(gostack_allocator_t *a, gostack_t stk)
 {
 	if (gostack__likely(a != NULL && a->fast))
-		cached_free(a, stk.lo, stk.hi, false);
+		cached_free(a, stk.lo, stk.hi);
 	else
-		free_not_plain(a, stk.lo, stk.hi);
+		stackfree_slow(a, stk.lo, stk.hi);
 }
 
 /* ---- frees by lo alone, and frees that wait ------------------------------ */
