@@ -26,29 +26,31 @@
  *     so a frame enters its lowest line from above), and the pages below
  *     it are given back with MADV_DONTNEED (nothing in them is ours to
  *     keep: the stack was free). At free, the paint is scanned from its
- *     bottom: the first word changed gives the depth to 64 bytes. If the
- *     paint's lowest word changed too, the coroutine went below the top
- *     page: mincore() over the pages below finds how far the run of
- *     resident pages goes down from it, pages only the coroutine can have
- *     touched since the handout's MADV_DONTNEED (page granularity).
+ *     bottom: the first word changed gives the depth to 64 bytes. Then
+ *     mincore() over the pages below: the lowest resident one, a page only
+ *     the coroutine can have touched since the handout's MADV_DONTNEED,
+ *     is the depth instead (page granularity). Always, not only when the
+ *     paint's lowest word changed: a frame's buffer written only at its
+ *     low end (read() into a local array) can reach below the top page
+ *     and leave the paint above it untouched.
  *   - Large stacks. Nothing of gostack's lives in them and their top page
  *     may not be resident, so nothing is painted: the whole stack is given
- *     back at handout and mincore() at free finds how far the run of
- *     resident pages goes down from hi.
- * Depth is the run from the top: frames are pushed contiguously from hi
- * down, so a write far below it with untouched pages between (a canary at
- * lo, which examples/http_demo.c writes) does not count, and a frame that
- * leaves a whole page untouched ends the count there.
+ *     back at handout and mincore() at free finds the lowest resident page.
+ * Every resident page counts, untouched pages above it or not (that
+ * buffer again), but one: the bottom page alone, the page above it not
+ * resident, is an overflow canary at lo (examples/http_demo.c writes
+ * one), not depth. A stack used down to that page past an untouched one
+ * reads as a page shallower than it is.
  * Painting writes only a page that is already resident, and MADV_DONTNEED
  * only lowers RSS, so an untouched sampled stack costs no more memory than
  * an unsampled one (tests/test_profile.c holds RSS to it). A coroutine
  * that writes the pattern itself, with chance 2^-64 per word, reads as
  * shallower by that word.
- * Cost per sample: a 2 or 4 KiB stack, the paint and the scan (no system
- * call); larger small stacks, one madvise more at handout, and one mincore
- * at free only if the coroutine went below the top page; large stacks, one
- * madvise and one mincore (chunked: a 1 GiB stack is 64 calls). Measured
- * in the README ("Depth profile").
+ * Cost per sample: a stack of one page (2 or 4 KiB), the paint and the scan
+ * (no system call); larger small stacks, one madvise more at handout and
+ * one mincore at free; large stacks, one madvise and one mincore per 16 MiB
+ * of the stack's untouched part (scanned from lo up: a 1 GiB stack used a
+ * little is 64 calls). Measured in the README ("Depth profile").
  *
  * Ordering: the sampled bit is set at handout by the allocating thread and
  * read and cleared at free by the freeing thread, ordered by the same
@@ -146,29 +148,35 @@ gostack__profile_handout(struct gostack__span *s, uintptr_t lo, size_t n)
 		gostack__os_decommit((void *)lo, p - lo);
 }
 
-/* The bottom of the run of resident pages that ends at hi (page-aligned):
- * the frames a coroutine pushed from the top down. A write far below it
- * with untouched pages between (a canary at lo, as examples/http_demo.c
- * writes) is not depth; hi if the page below hi is not resident. */
+/* The deepest use of [lo, top) (top page-aligned, every page of it given
+ * back at the handout) that residency shows: the lowest resident page, or
+ * top if none is. Every resident page counts, with untouched ones above it
+ * or not: a frame's buffer the coroutine wrote only at its low end (read()
+ * into a local array) leaves the pages between untouched. One exception:
+ * the bottom page alone, the page above it in the range not resident, is
+ * an overflow canary at lo (examples/http_demo.c writes one), not depth.
+ * Scanned from lo up, so the cost is the untouched part's. */
 static uintptr_t
-resident_run_down(uintptr_t lo, uintptr_t hi)
+resident_lowest(uintptr_t lo, uintptr_t top)
 {
 	size_t pg = gostack__os_page();
 	unsigned char vec[4096];
-	uintptr_t top = hi;
 
-	while (top > lo) {
-		size_t pages = (top - lo) / pg, chunk = pages < sizeof vec ? pages : sizeof vec;
-		uintptr_t base = top - chunk * pg;
+	for (uintptr_t base = lo; base < top;) {
+		size_t pages = (top - base) / pg, chunk = pages < sizeof vec ? pages : sizeof vec;
 
 		if (gostack__os_resident((void *)base, chunk * pg, vec) != 0)
-			return top;   /* cannot tell: count no deeper than what was seen */
-		for (size_t i = chunk; i-- > 0;)
+			return top;   /* cannot tell: count no deeper than the paint saw */
+		for (size_t i = 0; i < chunk; i++) {
 			if (!(vec[i] & 1))
-				return base + (i + 1) * pg;
-		top = base;
+				continue;
+			if (base == lo && i == 0 && chunk > 1 && !(vec[1] & 1))
+				continue;   /* the canary's page */
+			return base + i * pg;
+		}
+		base += chunk * pg;
 	}
-	return lo;
+	return top;
 }
 
 void
@@ -179,7 +187,7 @@ gostack__profile_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t
 
 	atomic_fetch_and_explicit(&s->lo_sampled, ~bit, memory_order_relaxed);
 	if (!gostack__is_small(n)) {
-		deepest = resident_run_down(lo, hi);
+		deepest = resident_lowest(lo, hi);
 	} else {
 		uintptr_t p = paint_lo(lo, n), end = hi - PAINT_LINE, w = p;
 		uint64_t pat = pattern();
@@ -187,11 +195,13 @@ gostack__profile_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t
 		gostack__tool_read(p, hi - p);   /* Valgrind: the coroutine's dead frames are data here */
 		while (w < end && *(const uint64_t *)(w + PAINT_OFF) == pat)
 			w += PAINT_LINE;
-		deepest = w;   /* end: no painted line changed; the top line is the link's */
-		if (deepest == p && p > lo)
-			deepest = resident_run_down(lo, p);   /* p if none: the top page, all of it */
-		if (deepest == end)
-			deepest = hi;   /* untouched (or only the top 64 bytes) */
+		deepest = w == end ? hi : w;   /* end: no painted line changed (the top line is the link's) */
+		if (p > lo) {   /* a page below the top one used is deeper than any line of it */
+			uintptr_t r = resident_lowest(lo, p);
+
+			if (r < p)
+				deepest = r;
+		}
 	}
 	size_t depth = hi - deepest;
 	int c = gostack__class_of(n);

@@ -8,6 +8,9 @@
  *                    large stacks
  *   canary           a word written at lo (an overflow canary) below
  *                    untouched pages is not depth
+ *   gap              a frame's buffer written only at its low end, below
+ *                    the top page with untouched memory (paint, then whole
+ *                    pages) above it, is depth
  *   on_coroutine     the same with the depth reached by a real coroutine
  *                    (ucontext, a call chain of known frames)
  *   untouched_rss    sampled stacks never touched cost no more RSS than
@@ -355,4 +358,38 @@ TEST(canary)
 	}
 }
 
-TEST_MAIN(T(known_depth), T(canary), T(on_coroutine), T(untouched_rss), T(sampling_rate), T(advice), T(off))
+TEST(gap)
+{
+	size_t sizes[] = { 8 * KiB, 16 * KiB, 64 * KiB, 1 * MiB };
+	size_t depths[] = { 4200, 9000 };   /* just below the top page; a page below it */
+
+	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+		for (size_t j = 0; j < sizeof depths / sizeof depths[0]; j++) {
+			size_t n = sizes[i], depth = depths[j];
+
+			size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+
+			if (depth > n || (depth > n - pg && n > 2 * pg))
+				continue;   /* not in it; the bottom page below an untouched one: the canary's rule */
+			gostack_allocator_t *a = profiled(1);
+			gostack_stats_detail_t d;
+			gostack_t s = gostack_allocator_alloc(a, n);
+
+			REQUIRE(s.lo != 0);
+			use(s, 64);   /* the frame's own words */
+			/* read() into char buf[depth - 100]: its low 100 bytes */
+			for (size_t off = depth - 100; off < depth; off++)
+				((volatile unsigned char *)s.hi)[-(ptrdiff_t)off - 1] = 0x5a;
+			gostack_allocator_free(a, s);
+			gostack_allocator_stats_detail(a, &d);
+			CHECK_EQ(class_of(&d, n)->max, expected(n, depth));
+			if (class_of(&d, n)->max != expected(n, depth))
+				printf("     %zu-byte stack, buffer at depth %zu: max %zu, want %zu\n", n, depth,
+				    class_of(&d, n)->max, expected(n, depth));
+			gostack_thread_flush();
+			CHECK_EQ(gostack_allocator_delete(a), 0);
+		}
+	}
+}
+
+TEST_MAIN(T(known_depth), T(canary), T(gap), T(on_coroutine), T(untouched_rss), T(sampling_rate), T(advice), T(off))
