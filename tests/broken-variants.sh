@@ -37,6 +37,10 @@
 #   stale-depth the depth profile not giving a sampled stack's lower pages
 #               back at handout (a patched copy): a previous, deeper use
 #               shows in the sample -> profile.* (known_depth) must fail
+#   unmeasured  the cached free comparing lo with lo_off alone, not the
+#               span's sampled bits above it (a patched copy): a sampled
+#               stack freed by the cached path is never measured
+#               -> profile.* (known_depth) must fail
 # Usage: tests/broken-variants.sh [RUNS]   (default 3 runs per variant)
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -120,6 +124,11 @@ patched staledepth core/profile.c \
 	's|^\t\tgostack__os_decommit((void \*)lo, p - lo);|\t\t(void)0; /* BROKEN */|; s|^\t\tgostack__os_decommit((void \*)lo, n);|\t\t(void)0; /* BROKEN */|' \
 	"BROKEN" test_profile
 try stale-depth "$work/staledepth" test_profile --backend lockfree known_depth
+
+patched unmeasured core/stack.c \
+	's|(lo \& (s->stride - 1)) != atomic_load_explicit(\&s->lo_sampled, memory_order_relaxed))) {|(lo \& (s->stride - 1)) != (uint32_t)atomic_load_explicit(\&s->lo_sampled, memory_order_relaxed) /* BROKEN */)) {|' \
+	"BROKEN" test_profile
+try unmeasured "$work/unmeasured" test_profile --backend lockfree known_depth
 
 if command -v valgrind >/dev/null; then
 	patched nojoin core/scavenger.c \
