@@ -155,6 +155,14 @@ struct gostack__tcache {
 	struct gostack__stackfreelist stackcache[GOSTACK_NUM_ORDERS];
 	uint32_t prof_left;        /* profile.c: allocations until the next sample (0: not drawn yet) */
 	uint64_t prof_rng;         /* profile.c: this cache's sampling random state */
+	/* profile.c's reserve, per order: NULL, or a free stack (its link
+	 * marked free, off the list) of more than one page whose pages below
+	 * its top page a sample freed here found not resident, kept for this
+	 * thread's next sample of that order, which then gives nothing back to
+	 * the OS (no madvise). Written by the owner only (like stackcache),
+	 * read relaxed by stats: counted as cached. At most one stack per
+	 * order; given back with the lists by stackcache_clear. */
+	_Atomic(struct gostack__gclink *) prof_clean[GOSTACK_NUM_ORDERS];
 	struct gostack__tstat st;
 	LIST_ENTRY(gostack__tcache) link;      /* alloc->tcaches, registry lock */
 	struct gostack__tls *owner;

@@ -46,9 +46,18 @@
  * an unsampled one (tests/test_profile.c holds RSS to it). A coroutine
  * that writes the pattern itself, with chance 2^-64 per word, reads as
  * shallower by that word.
+ * The reserve (internal.h's prof_clean): a sample of a small stack of more
+ * than one page whose free finds no page below the top one resident (the
+ * coroutine stayed in the top page: most do) is not pushed on the freeing
+ * thread's list but kept, one per order, for that thread's next sample of
+ * the order, which hands it out with nothing to give back to the OS: no
+ * unsampled use came between, so its pages below the top page are still
+ * not resident. It is a free stack of the thread's cache: counted as
+ * cached, given back with the lists (stackcache_clear: flush, thread exit,
+ * delete, fork). Not for debug allocators, whose free poisons the stack.
  * Cost per sample: a stack of one page (2 or 4 KiB), the paint and the scan
- * (no system call); larger small stacks, one madvise more at handout and
- * one mincore at free; large stacks, one madvise and one mincore per 16 MiB
+ * (no system call); larger small stacks, one madvise more at handout
+ * (none from the reserve) and one mincore at free; large stacks, one madvise and one mincore per 16 MiB
  * of the stack's untouched part (scanned from lo up: a 1 GiB stack used a
  * little is 64 calls). Measured in the README ("Depth profile").
  *
@@ -130,7 +139,7 @@ paint_lo(uintptr_t lo, size_t n)
 }
 
 void
-gostack__profile_handout(struct gostack__span *s, uintptr_t lo, size_t n)
+gostack__profile_handout(struct gostack__span *s, uintptr_t lo, size_t n, bool clean)
 {
 	uint64_t bit = (uint64_t)1 << (32 + gostack__span_index(s, lo));
 
@@ -144,7 +153,7 @@ gostack__profile_handout(struct gostack__span *s, uintptr_t lo, size_t n)
 
 	for (uintptr_t w = p + PAINT_OFF; w < lo + n - PAINT_LINE; w += PAINT_LINE)
 		*(uint64_t *)w = pat;
-	if (p > lo)
+	if (p > lo && !clean)
 		gostack__os_decommit((void *)lo, p - lo);
 }
 
@@ -157,16 +166,19 @@ gostack__profile_handout(struct gostack__span *s, uintptr_t lo, size_t n)
  * an overflow canary at lo (examples/http_demo.c writes one), not depth.
  * Scanned from lo up, so the cost is the untouched part's. */
 static uintptr_t
-resident_lowest(uintptr_t lo, uintptr_t top)
+resident_lowest(uintptr_t lo, uintptr_t top, bool *known)
 {
 	size_t pg = gostack__os_page();
 	unsigned char vec[4096];
 
+	*known = true;
 	for (uintptr_t base = lo; base < top;) {
 		size_t pages = (top - base) / pg, chunk = pages < sizeof vec ? pages : sizeof vec;
 
-		if (gostack__os_resident((void *)base, chunk * pg, vec) != 0)
+		if (gostack__os_resident((void *)base, chunk * pg, vec) != 0) {
+			*known = false;
 			return top;   /* cannot tell: count no deeper than the paint saw */
+		}
 		for (size_t i = 0; i < chunk; i++) {
 			if (!(vec[i] & 1))
 				continue;
@@ -179,15 +191,16 @@ resident_lowest(uintptr_t lo, uintptr_t top)
 	return top;
 }
 
-void
+bool
 gostack__profile_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, size_t n)
 {
 	uint64_t bit = (uint64_t)1 << (32 + gostack__span_index(s, lo));
 	uintptr_t hi = lo + n, deepest;
+	bool known, clean = false;
 
 	atomic_fetch_and_explicit(&s->lo_sampled, ~bit, memory_order_relaxed);
 	if (!gostack__is_small(n)) {
-		deepest = resident_lowest(lo, hi);
+		deepest = resident_lowest(lo, hi, &known);
 	} else {
 		uintptr_t p = paint_lo(lo, n), end = hi - PAINT_LINE, w = p;
 		uint64_t pat = pattern();
@@ -197,10 +210,11 @@ gostack__profile_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t
 			w += PAINT_LINE;
 		deepest = w == end ? hi : w;   /* end: no painted line changed (the top line is the link's) */
 		if (p > lo) {   /* a page below the top one used is deeper than any line of it */
-			uintptr_t r = resident_lowest(lo, p);
+			uintptr_t r = resident_lowest(lo, p, &known);
 
 			if (r < p)
 				deepest = r;
+			clean = known && r == p;
 		}
 	}
 	size_t depth = hi - deepest;
@@ -215,6 +229,7 @@ gostack__profile_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t
 	while (depth > m && !atomic_compare_exchange_weak_explicit(&pr->cls[c].max, &m, depth,
 	    memory_order_relaxed, memory_order_relaxed))
 		;
+	return clean;
 }
 
 /* The upper bound of the bucket holding the q-quantile (q in 1/1000s). */

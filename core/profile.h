@@ -23,10 +23,13 @@ GOSTACK__HIDDEN void gostack__profile_destroy(gostack_allocator_t *a);
 /* Whether this allocation of a (profile on) is the one in N: each call
  * counts one allocation. t: the thread's cache for a, or NULL. */
 GOSTACK__HIDDEN bool gostack__profile_take(gostack_allocator_t *a, struct gostack__tcache *t);
-/* A sampled stack [lo, lo + n) of span s is handed out / is being freed
- * (before anything else of the free touches it). */
-GOSTACK__HIDDEN void gostack__profile_handout(struct gostack__span *s, uintptr_t lo, size_t n);
-GOSTACK__HIDDEN void gostack__profile_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, size_t n);
+/* A sampled stack [lo, lo + n) of span s is handed out (clean: from the
+ * reserve, its pages below the top page not resident) / is being freed
+ * (before anything else of the free touches it); the free's result: it is
+ * a small stack of more than one page whose pages below the top page are
+ * not resident, fit for the freeing thread's reserve (internal.h). */
+GOSTACK__HIDDEN void gostack__profile_handout(struct gostack__span *s, uintptr_t lo, size_t n, bool clean);
+GOSTACK__HIDDEN bool gostack__profile_free(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, size_t n);
 /* Whether the stack at lo of span s is a sampled one (slow free path). */
 static inline bool
 gostack__profile_sampled(struct gostack__span *s, uintptr_t lo)

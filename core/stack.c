@@ -206,18 +206,47 @@ stackalloc_any(gostack_allocator_t *a, size_t size)
 	return (gostack_t){ lo, lo + n };
 }
 
+/* A sample's stack from this thread's reserve for a (internal.h): a clean
+ * stack of size's order, handed out; {0, 0} if there is none. */
+static gostack_t
+reserve_pop(gostack_allocator_t *a, size_t size)
+{
+	size_t n = gostack__round2(size);
+	struct gostack__tcache *t;
+	struct gostack__gclink *x;
+
+	if (!gostack__is_small(n) || a->no_cache || (t = tcache_of(a)) == NULL)
+		return (gostack_t){ 0, 0 };
+	int order = gostack__order(n);
+
+	if ((x = atomic_load_explicit(&t->prof_clean[order], memory_order_relaxed)) == NULL)
+		return (gostack_t){ 0, 0 };
+	atomic_store_explicit(&t->prof_clean[order], NULL, memory_order_relaxed);
+	x->mark = 0;   /* handed out */
+	gostack__count(&t->st.allocs[order], 1);
+	return (gostack_t){ gostack__link_lo(x, n), gostack__link_lo(x, n) + n };
+}
+
+/* The slow path of an allocation. With a profile the sample is drawn
+ * first (a failing allocation counts too): a sample takes the thread's
+ * reserved clean stack when there is one. */
 static __attribute__((noinline)) gostack_t
 stackalloc_slow(gostack_allocator_t *a, size_t size)
 {
 	gostack__deferred_poke();
-	gostack_t r = stackalloc_any(a, size);
+	bool sample = a != NULL && a->profile != 0 && size - 1 < GOSTACK_MAX_SIZE &&
+	    gostack__profile_take(a, gostack__tcache_mine(a));
+	gostack_t r = sample ? reserve_pop(a, size) : (gostack_t){ 0, 0 };
+	bool clean = r.lo != 0;
 
+	if (!clean)
+		r = stackalloc_any(a, size);
 	if (r.lo != 0)
 		gostack__tool_alloc(r.lo, r.hi - r.lo);
 	if (r.lo != 0 && a->debug)
 		gostack__debug_alloc(gostack__span_of_inline(r.lo), r.lo, r.hi - r.lo);
-	if (r.lo != 0 && a->profile != 0 && gostack__profile_take(a, gostack__tcache_mine(a)))
-		gostack__profile_handout(gostack__span_of_inline(r.lo), r.lo, r.hi - r.lo);
+	if (r.lo != 0 && sample)
+		gostack__profile_handout(gostack__span_of_inline(r.lo), r.lo, r.hi - r.lo, clean);
 	return r;
 }
 
@@ -405,9 +434,10 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	size_t n = hi - lo;
 	struct gostack__span *s = check_free(a, lo, hi);
 	struct gostack__tcache *t;
+	bool clean = false;   /* a sample fit for this thread's reserve */
 
 	if (a->profile != 0 && gostack__profile_sampled(s, lo))
-		gostack__profile_free(a, s, lo, n);   /* before anything writes into it */
+		clean = gostack__profile_free(a, s, lo, n) && !a->debug;   /* before anything writes into it */
 	if (a->debug) {
 		gostack__tool_prefree(lo, n);
 		gostack__debug_free(s, lo, n);   /* double free; poison */
@@ -434,6 +464,11 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 		a->ops->pool_put(a->pools, order, x, x);
 		gostack__scavenger_note(a);
 		gostack__scavenger_poke();
+		return;
+	}
+	if (clean && atomic_load_explicit(&t->prof_clean[order], memory_order_relaxed) == NULL) {
+		atomic_store_explicit(&t->prof_clean[order], x, memory_order_relaxed);   /* the reserve */
+		gostack__count(&t->st.frees[order], 1);
 		return;
 	}
 	struct gostack__stackfreelist *c = &t->stackcache[order];

@@ -89,9 +89,14 @@ gostack__stackcache_clear(struct gostack__tcache *t)
 
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
 		struct gostack__stackfreelist *c = &t->stackcache[o];
-		struct gostack__gclink *list = c->list, *last = NULL;
+		struct gostack__gclink *list = c->list, *last = NULL, *r;
 		size_t n = 0;
 
+		if ((r = atomic_load_explicit(&t->prof_clean[o], memory_order_relaxed)) != NULL) {
+			atomic_store_explicit(&t->prof_clean[o], NULL, memory_order_relaxed);
+			r->next = list;   /* the profile's reserve goes back with the list */
+			list = r;
+		}
 		c->list = NULL;
 		atomic_store_explicit(&c->size, 0, memory_order_relaxed);
 		for (struct gostack__gclink *x = list; x != NULL; x = x->next) {

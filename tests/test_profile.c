@@ -8,6 +8,10 @@
  *                    large stacks
  *   canary           a word written at lo (an overflow canary) below
  *                    untouched pages is not depth
+ *   reserve          a sample found clean at its free is kept for the
+ *                    thread's next sample (no madvise): counted as cached,
+ *                    measured right when handed out again, given back by
+ *                    gostack_thread_flush
  *   gap              a frame's buffer written only at its low end, below
  *                    the top page with untouched memory (paint, then whole
  *                    pages) above it, is depth
@@ -392,4 +396,42 @@ TEST(gap)
 	}
 }
 
-TEST_MAIN(T(known_depth), T(canary), T(gap), T(on_coroutine), T(untouched_rss), T(sampling_rate), T(advice), T(off))
+TEST(reserve)
+{
+	size_t sizes[] = { 8 * KiB, 16 * KiB };
+
+	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+		size_t n = sizes[i];
+		gostack_allocator_t *a = profiled(1);
+		gostack_stats_detail_t d;
+		gostack_stats_t st;
+		size_t depths[] = { 100, n / 2 + 200, 100, 100 };   /* clean, deep, then clean again */
+
+		REQUIRE(a != NULL);
+		for (size_t j = 0; j < sizeof depths / sizeof depths[0]; j++) {
+			gostack_t s = gostack_allocator_alloc(a, n);
+
+			REQUIRE(s.lo != 0);
+			use(s, depths[j]);
+			gostack_allocator_free(a, s);
+			test_check_balance(a, "profile reserve");
+		}
+		gostack_allocator_stats_detail(a, &d);
+		const gostack_depth_stats_t *c = class_of(&d, n);
+		size_t shallow = expected(n, 100), deep = expected(n, n / 2 + 200);
+
+		CHECK_EQ(c->samples, 4);
+		CHECK_EQ(c->max, deep);
+		/* The deep use does not show in the next one's depth (handed out from
+		 * the list, its pages given back), nor the reserve's in the deep one. */
+		CHECK_EQ(c->hist[(shallow * GOSTACK_PROFILE_BUCKETS - 1) / n], 3);
+		CHECK_EQ(c->hist[(deep * GOSTACK_PROFILE_BUCKETS - 1) / n], 1);
+		gostack_thread_flush();
+		gostack_allocator_stats(a, &st);
+		CHECK_EQ(st.cached_bytes, 0);   /* the reserve went back too */
+		test_check_balance(a, "profile reserve flushed");
+		CHECK_EQ(gostack_allocator_delete(a), 0);
+	}
+}
+
+TEST_MAIN(T(known_depth), T(canary), T(gap), T(reserve), T(on_coroutine), T(untouched_rss), T(sampling_rate), T(advice), T(off))
