@@ -477,6 +477,16 @@ gostack__pcpu_pop(struct gostack__pcpu *pc, int order, size_t n, struct gostack_
 	struct gostack__gclink *buf[PCPU_BATCH];
 	uint32_t got = 0;
 
+	if (n == 1) {   /* Go's refill of 16 KiB stacks: the single-item section */
+		void *x;
+
+		if (pcpu_pop_one(pc, order, &x) <= 0)
+			return 0;
+		tsan_acquire(x);
+		((struct gostack__gclink *)x)->next = *head;
+		*head = x;
+		return 1;
+	}
 	if (n > PCPU_BATCH)
 		n = PCPU_BATCH;
 	if (pcpu_pop_batch(pc, order, (void **)buf, (uint32_t)n, &got) <= 0)
@@ -530,6 +540,10 @@ gostack__pcpu_push(struct gostack__pcpu *pc, int order, struct gostack__gclink *
 	struct gostack__gclink *buf[PCPU_BATCH], *x = first;
 	uint32_t k = 0, put = 0;
 
+	if (first == last) {   /* one stack (a 16 KiB release, a no-cache free) */
+		tsan_release(first);
+		return pcpu_push_one(pc, order, first) > 0 ? NULL : first;
+	}
 	while (k < PCPU_BATCH) {   /* up to a batch from the chain's head */
 		buf[k++] = x;
 		if (x == last)
