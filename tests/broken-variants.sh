@@ -58,7 +58,12 @@ try() {   # name, build dir, test binary + args
 		else
 			rc=$?
 			caught=$((caught + 1))
-			echo "$name run $i: caught (exit $rc): $(grep -m1 -E 'CHECK|corrupt [1-9]|FAIL' "$work/out" || echo "killed by signal $((rc - 128))")"
+			if [ "$rc" -eq 124 ]; then   # timeout(1): the unbroken tests finish well within it
+				why="hung: killed by timeout after 300 s"
+			else
+				why=$(grep -m1 -E 'CHECK|corrupt [1-9]|FAIL' "$work/out" || echo "killed by signal $((rc - 128))")
+			fi
+			echo "$name run $i: caught (exit $rc): $why"
 		fi
 	done
 	echo "$name: caught in $caught of $runs runs"
