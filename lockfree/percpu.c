@@ -358,7 +358,8 @@ pcpu_push_batch(struct gostack__pcpu *pc, int cls, void *const *in, uint32_t k, 
 	}
 }
 
-/* The single-item forms (large bins; no-cache operations): the same
+/* The single-item forms (large bins; any refill or release of one stack:
+ * 16 KiB stacks, no-cache operations): the same
  * sections without the batch arithmetic, about a third of a batch's cost
  * for one item. Pop: count == 0 (or stopped) goes global; else
  * *out = slot[count - 1], then the commit count - 1. Push: count == cap
