@@ -307,14 +307,15 @@ static gostack_t xfer_ring[XFER_RING];
 static _Atomic unsigned long xfer_head, xfer_tail;   /* produced, consumed */
 static _Atomic int xfer_done;                        /* the producer returned */
 
-static void
+/* The calling thread pinned to cpu; false if the kernel refused. */
+static bool
 pin_to(int cpu)
 {
 	cpu_set_t set;
 
 	CPU_ZERO(&set);
 	CPU_SET(cpu, &set);
-	pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+	return pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0;
 }
 
 static void *
@@ -422,12 +423,9 @@ TEST(transfer)
 	 * timing; this leaves some for certain: a burst freed on one CPU with
 	 * nobody taking it goes past that CPU's bin into transfer batches,
 	 * which the reclaim below must drain for mapped to reach 0. */
-	cpu_set_t one;
 	static gostack_t burst[256];
 
-	CPU_ZERO(&one);
-	CPU_SET(cpus[0], &one);
-	REQUIRE(pthread_setaffinity_np(pthread_self(), sizeof one, &one) == 0);
+	REQUIRE(pin_to(cpus[0]));
 	for (int i = 0; i < 256; i++) {
 		burst[i] = gostack_allocator_alloc(A, 8192);
 		REQUIRE(burst[i].lo != 0);
