@@ -105,24 +105,44 @@ gostack__debug_check_link(gostack_allocator_t *a, uintptr_t lo, size_t n)
 		    "(was a free stack's top 16 bytes, its link, written after free?)", (unsigned long)lo, n);
 }
 
+/* A stack in a debug allocator's thread cache links to itself: its link
+ * word is free while it sits in a slot, and a write after free into it
+ * shows up here (the poison covers the rest). */
+void
+gostack__debug_cache_link(struct gostack__gclink *x)
+{
+	x->next = x;
+}
+
+void
+gostack__debug_check_cached(gostack_allocator_t *a, struct gostack__gclink *x, size_t n)
+{
+	uintptr_t lo = gostack__link_lo(x, n);
+
+	if (!is_stack_of(a, lo, n) || x->next != x)
+		gostack__throw("corrupt free list: the link of free stack [%#lx, %#lx) in the thread cache "
+		    "was overwritten (its top 16 bytes written after free?)", (unsigned long)lo,
+		    (unsigned long)(lo + n));
+}
+
 void
 gostack__debug_check_tcache(struct gostack__tcache *t)
 {
 	gostack_allocator_t *a = t->alloc;
 
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
-		size_t n = gostack__order_size(o), count = 0;
+		size_t n = gostack__order_size(o);
+		uint32_t count = atomic_load_explicit(&t->stackcache[o].n, memory_order_relaxed);
+		struct gostack__gclink **slot = t->slot[o];
 
-		for (struct gostack__gclink *x = t->stackcache[o].list; x != NULL; x = x->next) {
-			if (!is_stack_of(a, gostack__link_lo(x, n), n))
+		if (count > GOSTACK__CACHE_SLOTS(o) || t->stackcache[o].cap != GOSTACK__CACHE_SLOTS(o))
+			gostack__throw("corrupt thread cache %p: %u stacks on the %zu-byte list", (void *)t, count, n);
+		for (uint32_t i = 0; i < count; i++) {
+			if (!is_stack_of(a, gostack__link_lo(slot[i], n), n) || slot[i]->next != slot[i] ||
+			    slot[i]->mark != gostack__free_key)
 				gostack__throw("corrupt thread cache: link %p on the %zu-byte list is not that of a free "
-				    "%zu-byte stack of this allocator", (void *)x, n, n);
-			if (++count > GOSTACK_CACHE_SIZE / n + 1)
-				gostack__throw("corrupt thread cache: the %zu-byte list at %p is longer than the cache", n,
-				    (void *)t->stackcache[o].list);
+				    "%zu-byte stack of this allocator (its top 16 bytes written after free?)",
+				    (void *)slot[i], n, n);
 		}
-		if (count * n != atomic_load_explicit(&t->stackcache[o].size, memory_order_relaxed))
-			gostack__throw("corrupt thread cache %p: %zu stacks of %zu bytes but size %zu", (void *)t, count, n,
-			    atomic_load_explicit(&t->stackcache[o].size, memory_order_relaxed));
 	}
 }

@@ -131,20 +131,37 @@ struct gostack__tstat {
 	_Atomic uint64_t pool_out[GOSTACK_NUM_ORDERS], pool_in[GOSTACK_NUM_ORDERS];
 };
 
-/* Go's stackfreelist: a LIFO of free stacks linked through their gclinks (span.h). */
+/*
+ * Go's stackfreelist, kept as an array: Go links a P's free stacks through
+ * their gclinks; here the thread's cache holds their links' addresses in
+ * slots, so that a pop and a refill read no stack memory (Go's list makes
+ * every pop load the next link from the top of the stack just popped, a
+ * line the stacks' 4 KiB-aligned tops make cold, on the chain of loads one
+ * pop hands the next) and a refill or release copies pointers. The
+ * arithmetic is Go's, unchanged: Go's `size` is n stacks of the order's
+ * size, a refill takes half of _StackCacheSize, a free finding the list
+ * full (size >= _StackCacheSize: n >= cap) releases down to half first.
+ * Order o holds at most GOSTACK_CACHE_SIZE bytes, GOSTACK__CACHE_SLOTS(o)
+ * stacks (16, 8, 4, 2).
+ */
+#define GOSTACK__CACHE_SLOTS(o) ((uint32_t)(GOSTACK_CACHE_SIZE / ((size_t)GOSTACK_MIN_SIZE << (o))))
+
 struct gostack__stackfreelist {
-	struct gostack__gclink *list;
-	_Atomic size_t size;       /* bytes in list; written by the owner only */
+	_Atomic uint32_t n;   /* stacks in the list; written by the owner only */
+	uint32_t cap;         /* GOSTACK__CACHE_SLOTS(o), set with the cache (gostack__tcache_slow) */
 };
 
 /*
  * A thread's cache for one allocator (Go's per-P mcache.stackcache).
  * Invariants:
- *  - stackcache[o] is touched only by the owning thread, except by
- *    gostack_allocator_delete() and by a fork child adopting the caches of
- *    threads that did not survive fork, both under the registry lock and
- *    when the owner cannot be using the allocator.
- *  - stackcache[o].size == count(list) * (GOSTACK_MIN_SIZE << o) <= GOSTACK_CACHE_SIZE.
+ *  - stackcache[o] and its slots are touched only by the owning thread,
+ *    except by gostack_allocator_delete() and by a fork child adopting the
+ *    caches of threads that did not survive fork, both under the registry
+ *    lock and when the owner cannot be using the allocator.
+ *  - order o's list is slot[o][0 .. stackcache[o].n), each the gclink of a
+ *    free stack of o (marked free), the last one the most recently pushed;
+ *    stackcache[o].n <= stackcache[o].cap == GOSTACK__CACHE_SLOTS(o) (its
+ *    bytes, Go's size, at most GOSTACK_CACHE_SIZE).
  *  - id == alloc->id while linked on alloc->tcaches; id == 0 once orphaned
  *    (allocator deleted); the struct then stays with the thread's slot and is
  *    reused by the next allocator given that slot.
@@ -153,6 +170,7 @@ struct gostack__tcache {
 	_Atomic uint64_t id;
 	gostack_allocator_t *alloc;
 	struct gostack__stackfreelist stackcache[GOSTACK_NUM_ORDERS];
+	struct gostack__gclink *slot[GOSTACK_NUM_ORDERS][GOSTACK__CACHE_SLOTS(0)];
 	uint32_t prof_left;        /* profile.c: allocations until the next sample (0: not drawn yet) */
 	uint64_t prof_rng;         /* profile.c: this cache's sampling random state */
 	/* profile.c's reserve, per order: NULL, or a free stack (its link
@@ -167,6 +185,7 @@ struct gostack__tcache {
 	LIST_ENTRY(gostack__tcache) link;      /* alloc->tcaches, registry lock */
 	struct gostack__tls *owner;
 };
+
 
 /* At most this many allocators have per-thread caches at once; others run
  * every operation on the global pools (Go's "no P"). */
@@ -226,6 +245,12 @@ GOSTACK__HIDDEN void gostack__debug_free(struct gostack__span *s, uintptr_t lo, 
 /* A stack taken from a list must be an n-byte stack of a (else a free
  * stack's link was overwritten): throws otherwise. */
 GOSTACK__HIDDEN void gostack__debug_check_link(gostack_allocator_t *a, uintptr_t lo, size_t n);
+/* The link of a stack entering a debug allocator's thread cache is set to
+ * a value check_cached and check_tcache test (a write after free into it). */
+GOSTACK__HIDDEN void gostack__debug_cache_link(struct gostack__gclink *x);
+/* A stack popped from a debug allocator's thread cache: throws if its link
+ * was overwritten, or it is not a free n-byte stack of a. */
+GOSTACK__HIDDEN void gostack__debug_check_cached(gostack_allocator_t *a, struct gostack__gclink *x, size_t n);
 /* Walk a thread's cache of a: every stack free, of a, of the right order. */
 GOSTACK__HIDDEN void gostack__debug_check_tcache(struct gostack__tcache *t);
 
@@ -282,7 +307,7 @@ struct gostack__pools_ops;
 /*
  * Invariants (whenever no alloc or free of this allocator is running):
  *   inuse  = sum over tstats (allocs - frees) sizes
- *   cached = sum over live tcaches of stackcache[o].size
+ *   cached = sum over live tcaches of stackcache[o].n stacks of order o
  *   pooled = ops->pooled_bytes(pools)
  *   mapped = spans of this allocator not yet freed to the heap
  *   inuse + cached + pooled == mapped

@@ -13,9 +13,10 @@
  * never reads or writes allocator fields other than through those, except
  * the read-only settings decay_ms and debug (read, never written).
  *
- * Small stacks move as chains linked through their gclinks (span.h: in the
- * stack's top 16 bytes), the same links the per-thread caches use. Large
- * stacks move as spans.
+ * Small stacks move as arrays of their gclinks' addresses (span.h: the
+ * link in the stack's top 16 bytes, marked free), the form the per-thread
+ * caches keep them in; a backend may link them through their gclinks while
+ * it holds them. Large stacks move as spans.
  *
  * Lock order (outermost first), for every backend:
  *   gostack__decay_lock -> a backend's process-wide locks (urcu's, taken in
@@ -46,13 +47,14 @@ struct gostack__pools_ops {
 	 * cached (throws otherwise). */
 	void (*destroy)(void *p);
 	/* Go's stackpoolalloc loop (stackcacherefill, or n = 1 for stackNoCache):
-	 * up to n stacks of this order linked into *list, NULL-terminated;
-	 * returns how many (0 means ENOMEM, with errno set). */
-	size_t (*pool_get)(void *p, int order, size_t n, struct gostack__gclink **list);
+	 * up to n (at most GOSTACK__CACHE_SLOTS(0)) free stacks of this order,
+	 * their links into out[0..got); returns got (0 means ENOMEM, with errno
+	 * set). */
+	size_t (*pool_get)(void *p, int order, size_t n, struct gostack__gclink **out);
 	/* Go's stackpoolfree loop (stackcacherelease, stackcache_clear,
-	 * stackNoCache): the chain first..last of free stacks of this order
-	 * (last->next is overwritten). */
-	void (*pool_put)(void *p, int order, struct gostack__gclink *first, struct gostack__gclink *last);
+	 * stackNoCache): the links in[0..n) of free stacks of this order, n >= 1
+	 * (their `next` words are the backend's from here on). */
+	void (*pool_put)(void *p, int order, struct gostack__gclink *const *in, size_t n);
 	/* stackLarge: a kept span for a stack of exactly 2^log2npages pages,
 	 * or NULL. */
 	struct gostack__span *(*large_get)(void *p, unsigned log2npages);

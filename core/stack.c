@@ -147,7 +147,7 @@ static gostack_t
 stackalloc_nocache(gostack_allocator_t *a, struct gostack__tcache *t, int order, size_t n)
 {
 	struct gostack__gclink *x;
-	size_t got = a->ops->pool_get(a->pools, order, 1, &x);
+	size_t got = a->ops->pool_get(a->pools, order, 1, &x);   /* a one-slot array */
 
 	gostack__scavenger_poke();
 	if (got == 0)
@@ -187,21 +187,20 @@ stackalloc_any(gostack_allocator_t *a, size_t size)
 		return stackalloc_nocache(a, t, order, n);
 
 	struct gostack__stackfreelist *c = &t->stackcache[order];
-	struct gostack__gclink *x = c->list;
+	uint32_t have = atomic_load_explicit(&c->n, memory_order_relaxed);
 
-	if (x == NULL) {
+	if (have == 0) {
 		if (!gostack__stackcacherefill(t, order))
 			return fail(ENOMEM);
-		x = c->list;
+		have = atomic_load_explicit(&c->n, memory_order_relaxed);
 	}
+	struct gostack__gclink *x = t->slot[order][have - 1];
 	uintptr_t lo = gostack__link_lo(x, n);
 
 	if (a->debug)
-		gostack__debug_check_link(a, lo, n);   /* before following it */
-	c->list = x->next;
+		gostack__debug_check_cached(a, x, n);   /* before handing it out */
+	atomic_store_explicit(&c->n, have - 1, memory_order_relaxed);
 	x->mark = 0;   /* handed out */
-	atomic_store_explicit(&c->size, atomic_load_explicit(&c->size, memory_order_relaxed) - n,
-	    memory_order_relaxed);
 	gostack__count(&t->st.allocs[order], 1);
 	return (gostack_t){ lo, lo + n };
 }
@@ -269,19 +268,19 @@ stackalloc_slow(gostack_allocator_t *a, size_t size)
  * public functions save no register for any of them.
  */
 
-/* The pop of a cached stack of order o (n bytes) off list c, x its head. */
+/* The pop of a cached stack of order o (n bytes) off list c holding
+ * `have` > 0 stacks: its top slot. */
 static inline __attribute__((always_inline)) gostack_t
-cached_pop(struct gostack__tcache *t, struct gostack__stackfreelist *c, struct gostack__gclink *x,
+cached_pop(struct gostack__tcache *t, struct gostack__stackfreelist *c, uint32_t have,
     int order, size_t n, bool prof)
 {
+	struct gostack__gclink *x = t->slot[order][have - 1];
 	uintptr_t hi = (uintptr_t)x + GOSTACK__LINK_SIZE;
 
 	if (prof)
 		t->prof_left--;
-	c->list = x->next;
-	x->mark = 0;   /* handed out (same line as the link) */
-	atomic_store_explicit(&c->size, atomic_load_explicit(&c->size, memory_order_relaxed) - n,
-	    memory_order_relaxed);
+	atomic_store_explicit(&c->n, have - 1, memory_order_relaxed);
+	x->mark = 0;   /* handed out */
 	gostack__count(&t->st.allocs[order], 1);
 	gostack__tool_alloc_fast(hi - n, n);
 	return (gostack_t){ hi - n, hi };
@@ -298,9 +297,10 @@ cached_refill(gostack_allocator_t *a, size_t size, struct gostack__tcache *t, in
 	struct gostack__stackfreelist *c = &t->stackcache[order];
 
 	gostack__deferred_poke();
-	if (c->list == NULL && !gostack__stackcacherefill(t, order))
+	if (atomic_load_explicit(&c->n, memory_order_relaxed) == 0 && !gostack__stackcacherefill(t, order))
 		return stackalloc_slow(a, size);
-	return cached_pop(t, c, c->list, order, gostack__order_size(order), prof);
+	return cached_pop(t, c, atomic_load_explicit(&c->n, memory_order_relaxed), order,
+	    gostack__order_size(order), prof);
 }
 
 static inline __attribute__((always_inline)) gostack_t
@@ -315,11 +315,11 @@ cached_alloc(gostack_allocator_t *a, size_t size, bool prof)
 	if (gostack__unlikely(t == NULL) || (prof && gostack__unlikely(t->prof_left <= 1)))
 		return stackalloc_slow(a, size);   /* no cache yet; or this one may be the sample */
 	struct gostack__stackfreelist *c = &t->stackcache[order];
-	struct gostack__gclink *x = c->list;
+	uint32_t have = atomic_load_explicit(&c->n, memory_order_relaxed);
 
-	if (gostack__unlikely(x == NULL))
+	if (gostack__unlikely(have == 0))
 		return cached_refill(a, size, t, order, prof);
-	return cached_pop(t, c, x, order, n, prof);
+	return cached_pop(t, c, have, order, n, prof);
 }
 
 /*
@@ -419,15 +419,15 @@ check_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	return s;
 }
 
-/* The push of a freed stack's link x (n bytes, order o, marked free) onto
- * list c holding `have` bytes. */
+/* The push of a freed stack's link x (order o, marked free) onto list c
+ * holding `have` < cap stacks: the slot first, then the count
+ * (stackcache_clear). */
 static inline __attribute__((always_inline)) void
 cached_push(struct gostack__tcache *t, struct gostack__stackfreelist *c, struct gostack__gclink *x,
-    int order, size_t n, size_t have)
+    int order, uint32_t have)
 {
-	x->next = c->list;
-	c->list = x;
-	atomic_store_explicit(&c->size, have + n, memory_order_relaxed);
+	t->slot[order][have] = x;
+	atomic_store_explicit(&c->n, have + 1, memory_order_relaxed);
 	gostack__count(&t->st.frees[order], 1);
 }
 
@@ -470,7 +470,7 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 			gostack__count_shared(&a->orphan.frees[order], 1);
 			gostack__count_shared(&a->orphan.pool_in[order], 1);
 		}
-		a->ops->pool_put(a->pools, order, x, x);
+		a->ops->pool_put(a->pools, order, &x, 1);
 		gostack__scavenger_note(a);
 		gostack__scavenger_poke();
 		return;
@@ -482,25 +482,27 @@ stackfree_slow(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	}
 	struct gostack__stackfreelist *c = &t->stackcache[order];
 
-	if (atomic_load_explicit(&c->size, memory_order_relaxed) >= GOSTACK_CACHE_SIZE) {
+	if (atomic_load_explicit(&c->n, memory_order_relaxed) >= c->cap) {
 		gostack__stackcacherelease(t, order);   /* before the push, as in Go */
 		gostack__scavenger_poke();
 	}
-	cached_push(t, c, x, order, n, atomic_load_explicit(&c->size, memory_order_relaxed));
+	if (a->debug)
+		gostack__debug_cache_link(x);
+	cached_push(t, c, x, order, atomic_load_explicit(&c->n, memory_order_relaxed));
 }
 
 /* The cached path of a free found its list full (its stack checked and
  * marked free): the deferred free waiting, if any (it may land here), then
  * Go's stackcacherelease before the push, as the slow path does it. */
 static __attribute__((noinline)) void
-cached_release(struct gostack__tcache *t, struct gostack__gclink *x, int order, size_t n)
+cached_release(struct gostack__tcache *t, struct gostack__gclink *x, int order)
 {
 	struct gostack__stackfreelist *c = &t->stackcache[order];
 
 	gostack__deferred_poke();
 	gostack__stackcacherelease(t, order);
 	gostack__scavenger_poke();
-	cached_push(t, c, x, order, n, atomic_load_explicit(&c->size, memory_order_relaxed));
+	cached_push(t, c, x, order, atomic_load_explicit(&c->n, memory_order_relaxed));
 }
 
 /*
@@ -572,15 +574,15 @@ cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	}
 	int order = s->order;   /* set before the span's stacks are handed out */
 	struct gostack__stackfreelist *c = &t->stackcache[order];
-	size_t have = atomic_load_explicit(&c->size, memory_order_relaxed);
+	uint32_t have = atomic_load_explicit(&c->n, memory_order_relaxed);
 	struct gostack__gclink *x = (struct gostack__gclink *)(hi - GOSTACK__LINK_SIZE);
 
 	gostack__tool_free_fast(lo, n);   /* before the link is written */
 	mark_free(x, lo, hi);
-	if (gostack__unlikely(have >= GOSTACK_CACHE_SIZE))
-		cached_release(t, x, order, n);
+	if (gostack__unlikely(have >= c->cap))   /* Go's size >= _StackCacheSize */
+		cached_release(t, x, order);
 	else
-		cached_push(t, c, x, order, n, have);
+		cached_push(t, c, x, order, have);
 }
 
 void

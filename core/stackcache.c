@@ -40,48 +40,42 @@ gostack__stackcacherefill(struct gostack__tcache *t, int order)
 {
 	gostack_allocator_t *a = t->alloc;
 	size_t size = gostack__order_size(order);
-	struct gostack__gclink *list;
-	size_t got = a->ops->pool_get(a->pools, order, (GOSTACK_CACHE_SIZE / 2) / size, &list);
+	size_t got = a->ops->pool_get(a->pools, order, (GOSTACK_CACHE_SIZE / 2) / size, t->slot[order]);
 
 	gostack__scavenger_poke();   /* no lock held here */
 	if (got == 0)
 		return false;
 	gostack__count(&t->st.pool_out[order], got);
-	t->stackcache[order].list = list;
-	atomic_store_explicit(&t->stackcache[order].size, got * size, memory_order_relaxed);
+	if (a->debug)
+		for (size_t i = 0; i < got; i++)
+			gostack__debug_cache_link(t->slot[order][i]);
+	atomic_store_explicit(&t->stackcache[order].n, (uint32_t)got, memory_order_relaxed);
 	return true;
 }
 
-/* Go's stackcacherelease: a full list gives stacks back down to half. */
+/* Go's stackcacherelease: a full list gives stacks back down to half, the
+ * most recently pushed first (Go's walk from the head of its list). */
 void
 gostack__stackcacherelease(struct gostack__tcache *t, int order)
 {
 	gostack_allocator_t *a = t->alloc;
 	struct gostack__stackfreelist *c = &t->stackcache[order];
-	size_t size = gostack__order_size(order);
-	size_t have = atomic_load_explicit(&c->size, memory_order_relaxed);
-	struct gostack__gclink *x = c->list, *head = x, *last = NULL;
-	size_t n = 0;
+	uint32_t have = atomic_load_explicit(&c->n, memory_order_relaxed);
+	uint32_t keep = (uint32_t)((GOSTACK_CACHE_SIZE / 2) / gostack__order_size(order));
 
-	while (have > GOSTACK_CACHE_SIZE / 2) {
-		last = x;
-		x = x->next;
-		have -= size;
-		n++;
-	}
-	if (n == 0)
+	if (have <= keep)
 		return;
-	c->list = x;
-	atomic_store_explicit(&c->size, have, memory_order_relaxed);
-	gostack__count(&t->st.pool_in[order], n);
-	a->ops->pool_put(a->pools, order, head, last);
+	atomic_store_explicit(&c->n, keep, memory_order_relaxed);
+	gostack__count(&t->st.pool_in[order], have - keep);
+	a->ops->pool_put(a->pools, order, t->slot[order] + keep, have - keep);
 	gostack__scavenger_note(a);
 }
 
-/* Go's stackcache_clear: every order of this cache back to the pools. The
- * list is counted by walking it, not from size: a fork child adopting the
- * cache of a thread that was in the middle of a push or pop must not trust
- * the two to agree. */
+/* Go's stackcache_clear: every order of this cache back to the pools, and
+ * the profile's reserve with them. A fork child adopting the cache of a
+ * thread that was in the middle of a push finds the pushed stack in a slot
+ * past `size`: it stays out, counted as in use (its free was not counted
+ * yet), as a stack the dead thread held. */
 void
 gostack__stackcache_clear(struct gostack__tcache *t)
 {
@@ -89,23 +83,21 @@ gostack__stackcache_clear(struct gostack__tcache *t)
 
 	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
 		struct gostack__stackfreelist *c = &t->stackcache[o];
-		struct gostack__gclink *list = c->list, *last = NULL, *r;
-		size_t n = 0;
+		uint32_t n = atomic_load_explicit(&c->n, memory_order_relaxed);
+		struct gostack__gclink *r;
 
+		if (n > GOSTACK__CACHE_SLOTS(o))
+			gostack__throw("thread cache %p: order %d holds %u stacks", (void *)t, o, n);
+		atomic_store_explicit(&c->n, 0, memory_order_relaxed);
 		if ((r = atomic_load_explicit(&t->prof_clean[o], memory_order_relaxed)) != NULL) {
 			atomic_store_explicit(&t->prof_clean[o], NULL, memory_order_relaxed);
-			r->next = list;   /* the profile's reserve goes back with the list */
-			list = r;
-		}
-		c->list = NULL;
-		atomic_store_explicit(&c->size, 0, memory_order_relaxed);
-		for (struct gostack__gclink *x = list; x != NULL; x = x->next) {
-			last = x;
-			n++;
+			gostack__count(&t->st.pool_in[o], 1);
+			a->ops->pool_put(a->pools, o, &r, 1);   /* the profile's reserve */
+			gostack__scavenger_note(a);
 		}
 		if (n != 0) {
 			gostack__count(&t->st.pool_in[o], n);
-			a->ops->pool_put(a->pools, o, list, last);
+			a->ops->pool_put(a->pools, o, t->slot[o], n);
 			gostack__scavenger_note(a);
 		}
 	}
@@ -196,6 +188,8 @@ gostack__tcache_slow(gostack_allocator_t *a)
 	 * the sampling countdown starts afresh for a's profile. */
 	t->alloc = a;
 	t->prof_left = 0;
+	for (int o = 0; o < GOSTACK_NUM_ORDERS; o++)
+		t->stackcache[o].cap = GOSTACK__CACHE_SLOTS(o);
 	LIST_INSERT_HEAD(&a->tcaches, t, link);
 	atomic_store_explicit(&t->id, a->id, memory_order_relaxed);
 	pthread_mutex_unlock(&gostack__registry_lock);

@@ -29,7 +29,8 @@ gostack__sum_stats(gostack_allocator_t *a, struct gostack__tstat *sum, size_t ca
 	LIST_FOREACH(t, &a->tcaches, link) {
 		gostack__tstat_add(sum, &t->st);
 		for (int o = 0; o < GOSTACK_NUM_ORDERS; o++) {
-			cached[o] += atomic_load_explicit(&t->stackcache[o].size, memory_order_relaxed);
+			cached[o] += (size_t)atomic_load_explicit(&t->stackcache[o].n, memory_order_relaxed) *
+			    gostack__order_size(o);
 			if (atomic_load_explicit(&t->prof_clean[o], memory_order_relaxed) != NULL)
 				cached[o] += gostack__order_size(o);   /* the profile's reserve */
 		}

@@ -206,10 +206,10 @@ GOSTACK__HIDDEN void gostack__lf_xfer_destroy(struct gostack__lf_pools *lp);
 /* This CPU's bin of order is full: a batch of it onto the full list;
  * false when no descriptor is free (then the caller goes on without). */
 GOSTACK__HIDDEN bool gostack__lf_xfer_put(struct gostack__lf_pools *lp, int order);
-/* A batch off the full list: up to n stacks onto the chain *head, the rest
- * into this CPU's bin (or the stacks' list); how many onto *head. */
+/* A batch off the full list: up to n stacks into out[], the rest into this
+ * CPU's bin (or the stacks' list); how many into out. */
 GOSTACK__HIDDEN size_t gostack__lf_xfer_get(struct gostack__lf_pools *lp, int order, size_t n,
-    struct gostack__gclink **head);
+    struct gostack__gclink **out);
 /* Sweep (sweep lock held): every batch of order drained, its stacks
  * prepended to chain; returns the chain. */
 GOSTACK__HIDDEN struct gostack__gclink *gostack__lf_xfer_drain(struct gostack__lf_pools *lp, int order,
@@ -278,17 +278,12 @@ GOSTACK__HIDDEN bool gostack__pcpu_available(void);
 GOSTACK__HIDDEN struct gostack__pcpu *gostack__pcpu_create(void);
 GOSTACK__HIDDEN void gostack__pcpu_destroy(struct gostack__pcpu *pc);
 /* Up to k (<= 16) stacks of this CPU's bin into out[] / in[0 .. k) into
- * it, as many as fit; as arrays of gclinks, the stacks untouched. How many. */
+ * it, as many as fit (a prefix of in); as arrays of gclinks, the stacks
+ * untouched. How many. One stack takes the single-item section. */
 GOSTACK__HIDDEN size_t gostack__pcpu_take(struct gostack__pcpu *pc, int order, void **out, size_t k);
 GOSTACK__HIDDEN size_t gostack__pcpu_give(struct gostack__pcpu *pc, int order, void *const *in, size_t k);
 /* The possible CPUs (the bins' count). */
 GOSTACK__HIDDEN int gostack__pcpu_ncpu(const struct gostack__pcpu *pc);
-/* Up to n stacks of this CPU's bin onto the chain *head; how many. */
-GOSTACK__HIDDEN size_t gostack__pcpu_pop(struct gostack__pcpu *pc, int order, size_t n, struct gostack__gclink **head);
-/* The chain first..last into this CPU's bin; returns what did not fit (its
- * first link; it ends at last), or NULL. */
-GOSTACK__HIDDEN struct gostack__gclink *gostack__pcpu_push(struct gostack__pcpu *pc, int order,
-    struct gostack__gclink *first, struct gostack__gclink *last);
 /* A free large span of stackLarge's list log2npages from this CPU's bin, or
  * NULL (empty, stopped, or a list the tier does not keep). */
 GOSTACK__HIDDEN struct gostack__span *gostack__pcpu_large_pop(struct gostack__pcpu *pc, unsigned log2npages);

@@ -473,38 +473,16 @@ pcpu_push_one(struct gostack__pcpu *pc, int o, void *item)
 #define PCPU_BATCH 16
 
 size_t
-gostack__pcpu_pop(struct gostack__pcpu *pc, int order, size_t n, struct gostack__gclink **head)
-{
-	struct gostack__gclink *buf[PCPU_BATCH];
-	uint32_t got = 0;
-
-	if (n == 1) {   /* Go's refill of 16 KiB stacks: the single-item section */
-		void *x;
-
-		if (pcpu_pop_one(pc, order, &x) <= 0)
-			return 0;
-		tsan_acquire(x);
-		((struct gostack__gclink *)x)->next = *head;
-		*head = x;
-		return 1;
-	}
-	if (n > PCPU_BATCH)
-		n = PCPU_BATCH;
-	if (pcpu_pop_batch(pc, order, (void **)buf, (uint32_t)n, &got) <= 0)
-		return 0;
-	for (uint32_t i = 0; i < got; i++) {
-		tsan_acquire(buf[i]);
-		buf[i]->next = *head;
-		*head = buf[i];
-	}
-	return got;
-}
-
-size_t
 gostack__pcpu_take(struct gostack__pcpu *pc, int order, void **out, size_t k)
 {
 	uint32_t got = 0;
 
+	if (k == 1) {   /* Go's refill of 16 KiB stacks, a no-cache alloc: the single-item section */
+		if (pcpu_pop_one(pc, order, out) <= 0)
+			return 0;
+		tsan_acquire(out[0]);
+		return 1;
+	}
 	if (k > PCPU_BATCH)
 		k = PCPU_BATCH;
 	if (pcpu_pop_batch(pc, order, out, (uint32_t)k, &got) <= 0)
@@ -519,6 +497,10 @@ gostack__pcpu_give(struct gostack__pcpu *pc, int order, void *const *in, size_t 
 {
 	uint32_t put = 0;
 
+	if (k == 1) {   /* a 16 KiB release, a no-cache free */
+		tsan_release(in[0]);
+		return pcpu_push_one(pc, order, in[0]) > 0 ? 1 : 0;
+	}
 	if (k > PCPU_BATCH)
 		k = PCPU_BATCH;
 	for (uint32_t i = 0; i < k; i++)
@@ -532,34 +514,6 @@ int
 gostack__pcpu_ncpu(const struct gostack__pcpu *pc)
 {
 	return pc->ncpu;
-}
-
-struct gostack__gclink *
-gostack__pcpu_push(struct gostack__pcpu *pc, int order, struct gostack__gclink *first,
-    struct gostack__gclink *last)
-{
-	struct gostack__gclink *buf[PCPU_BATCH], *x = first;
-	uint32_t k = 0, put = 0;
-
-	if (first == last) {   /* one stack (a 16 KiB release, a no-cache free) */
-		tsan_release(first);
-		return pcpu_push_one(pc, order, first) > 0 ? NULL : first;
-	}
-	while (k < PCPU_BATCH) {   /* up to a batch from the chain's head */
-		buf[k++] = x;
-		if (x == last)
-			break;
-		x = x->next;
-	}
-	struct gostack__gclink *after = buf[k - 1] == last ? NULL : buf[k - 1]->next;
-
-	for (uint32_t i = 0; i < k; i++)   /* its links read: now they may be handed on */
-		tsan_release(buf[i]);
-	if (pcpu_push_batch(pc, order, (void *const *)buf, k, &put) <= 0)
-		return first;
-	/* What did not fit, or lies past the batch: for the global pool (its
-	 * links are intact: the bins do not use them). */
-	return put < k ? buf[put] : after;
 }
 
 /* stackLarge's list log2npages as a class (sizeclass.h), or -1 when the

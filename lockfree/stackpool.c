@@ -14,7 +14,7 @@
  * and the stacks the caller does not take are pushed as one chain.
  *
  * No stack handed out twice: a stack is reachable only from the ck_stack
- * (or a thread's private list after a pop), or with the per-CPU tier from
+ * (or a thread's private array after a pop), or with the per-CPU tier from
  * one CPU's bin (percpu.c) or one transfer batch (transfer.c); pops are
  * generation-counted (ABA argument in lfstack.c); carving publishes a span's
  * stacks only after its links are written (the push's store fence and CAS).
@@ -169,48 +169,40 @@ maybe_sweep(struct gostack__lf_pools *lp, int order)
 	return true;
 }
 
-/* Pop up to n stacks onto the chain *head (got so far), in a read section. */
+/* Pop up to n stacks into out[], in a read section; how many. Their links
+ * are read here, the one place a refill walks stack memory. */
 static size_t
-pop_onto(struct gostack__lf_list *l, size_t n, struct gostack__gclink **head)
+pop_into(struct gostack__lf_list *l, size_t n, struct gostack__gclink **out)
 {
-	struct gostack__gclink *m, *last;
+	struct gostack__gclink *m;
 	size_t got;
 
 	gostack__rcu_read_lock();
 	m = (struct gostack__gclink *)gostack__lf_pop(&l->stack, n, &got);
 	gostack__rcu_read_unlock();
-	if (got != 0) {
-		for (last = m; last->next != NULL; last = last->next)
-			;
-		last->next = *head;
-		*head = m;
-	}
+	for (size_t i = 0; i < got; i++, m = m->next)
+		out[i] = m;
 	return got;
 }
 
 static size_t
-lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
+lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **out)
 {
 	struct gostack__lf_pools *lp = p;
 	struct gostack__lf_list *l = &lp->stackpool[order];
 	size_t size = gostack__order_size(order), got = 0;
-	struct gostack__gclink *head = NULL;
 
 	if (lp->pcpu != NULL) {   /* this CPU's bin first (percpu.c), then a transfer batch */
-		got = gostack__pcpu_pop(lp->pcpu, order, n, &head);
+		got = gostack__pcpu_take(lp->pcpu, order, (void **)out, n);
 		if (got < n)
-			got += gostack__lf_xfer_get(lp, order, n - got, &head);
-		if (got == n) {
-			*list = head;
+			got += gostack__lf_xfer_get(lp, order, n - got, out + got);
+		if (got == n)
 			return got;
-		}
 	}
 	for (bool swept = false;; swept = true) {
-		got += pop_onto(l, n - got, &head);
-		if (got == n) {
-			*list = head;
+		got += pop_into(l, n - got, out + got);
+		if (got == n)
 			return got;
-		}
 		size_t carved = atomic_load_explicit(&lp->carved[order], memory_order_relaxed);
 
 		/* The pool has doubled since the last sweep: give fully free
@@ -224,10 +216,8 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 	/* Carve a new span (Go's stackpoolalloc with an empty list). */
 	struct gostack__span *s = gostack__span_alloc(lp->a, GOSTACK__SPAN_POOL, size);
 
-	if (s == NULL) {
-		*list = head;
+	if (s == NULL)
 		return got;   /* partial, or 0 with errno ENOMEM */
-	}
 	s->order = (uint8_t)order;
 	atomic_fetch_add_explicit(&lp->carved[order], gostack__span_stack_bytes(s), memory_order_relaxed);
 	ck_stack_entry_t *rest = NULL, *rest_last = NULL;
@@ -237,33 +227,43 @@ lf_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 		struct gostack__gclink *x = gostack__link_of(gostack__span_stack(s, --i), size);
 
 		gostack__link_mark_free(x);
-		if (got < n) {
-			x->next = head;
-			head = x;
-			got++;
-		} else {
+		if (got < n)
+			out[got++] = x;
+		else
 			gostack__lf_chain_append(&rest, &rest_last, (ck_stack_entry_t *)x);
-		}
 	}
 	if (rest != NULL)
 		gostack__lf_push_chain(&l->stack, rest, rest_last);
-	*list = head;
 	return got;
 }
 
+/* The n links in[] linked into one chain (the global pool's form). */
 static void
-lf_pool_put(void *p, int order, struct gostack__gclink *first, struct gostack__gclink *last)
+push_global(struct gostack__lf_pools *lp, int order, struct gostack__gclink *const *in, size_t n)
+{
+	for (size_t i = 0; i + 1 < n; i++)
+		in[i]->next = in[i + 1];
+	gostack__lf_push_chain(&lp->stackpool[order].stack, (ck_stack_entry_t *)in[0], (ck_stack_entry_t *)in[n - 1]);
+}
+
+static void
+lf_pool_put(void *p, int order, struct gostack__gclink *const *in, size_t n)
 {
 	struct gostack__lf_pools *lp = p;
 
-	if (lp->pcpu != NULL && (first = gostack__pcpu_push(lp->pcpu, order, first, last)) == NULL)
-		return;   /* all in this CPU's bin (percpu.c) */
-	/* The bin is full: a transfer batch of it goes to the global pool
-	 * (transfer.c), making room for the rest. */
-	if (lp->pcpu != NULL && gostack__lf_xfer_put(lp, order) &&
-	    (first = gostack__pcpu_push(lp->pcpu, order, first, last)) == NULL)
-		return;
-	gostack__lf_push_chain(&lp->stackpool[order].stack, (ck_stack_entry_t *)first, (ck_stack_entry_t *)last);
+	if (lp->pcpu != NULL) {   /* this CPU's bin first (percpu.c) */
+		size_t put = gostack__pcpu_give(lp->pcpu, order, (void *const *)in, n);
+
+		/* The bin is full: a transfer batch of it goes to the global
+		 * pool (transfer.c), making room for the rest. */
+		if (put < n && gostack__lf_xfer_put(lp, order))
+			put += gostack__pcpu_give(lp->pcpu, order, (void *const *)(in + put), n - put);
+		if (put == n)
+			return;
+		in += put;
+		n -= put;
+	}
+	push_global(lp, order, in, n);
 }
 
 /* A per-CPU bin drained (decay_lock held): a small order's stacks to its
@@ -278,9 +278,7 @@ put_global(void *p, int cls, void *const *items, uint32_t n)
 			gostack__lf_large_put_global(lp, items[i]);
 		return;
 	}
-	for (uint32_t i = 0; i + 1 < n; i++)
-		((struct gostack__gclink *)items[i])->next = items[i + 1];
-	gostack__lf_push_chain(&lp->stackpool[cls].stack, (ck_stack_entry_t *)items[0], (ck_stack_entry_t *)items[n - 1]);
+	push_global(lp, cls, (struct gostack__gclink *const *)items, n);
 }
 
 static bool

@@ -109,7 +109,7 @@ gostack__lf_xfer_put(struct gostack__lf_pools *lp, int order)
 }
 
 size_t
-gostack__lf_xfer_get(struct gostack__lf_pools *lp, int order, size_t n, struct gostack__gclink **head)
+gostack__lf_xfer_get(struct gostack__lf_pools *lp, int order, size_t n, struct gostack__gclink **out)
 {
 	struct gostack__lf_xfer *d;
 
@@ -117,12 +117,8 @@ gostack__lf_xfer_get(struct gostack__lf_pools *lp, int order, size_t n, struct g
 		return 0;
 	uint32_t k = d->n, take = (uint32_t)(n < k ? n : k);
 
-	for (uint32_t i = 0; i < take; i++) {   /* the batch's last ones for the caller */
-		struct gostack__gclink *x = d->slot[--k];
-
-		x->next = *head;
-		*head = x;
-	}
+	for (uint32_t i = 0; i < take; i++)   /* the batch's last ones for the caller */
+		out[i] = d->slot[--k];
 	if (k != 0) {   /* the rest into this CPU's bin; what does not fit to the stacks' list */
 		uint32_t put = (uint32_t)gostack__pcpu_give(lp->pcpu, order, (void *const *)d->slot, k);
 

@@ -97,7 +97,7 @@ static void link_corrupt_cache(void)
 
 	gostack_allocator_free(D, a);
 	gostack_allocator_free(D, b);
-	memset((void *)(b.hi - 16), 0x41, 8);   /* b is the top of the cache list: its link */
+	memset((void *)(b.hi - 16), 0x41, 8);   /* b is in the thread's cache: its link */
 	gostack_thread_flush();
 }
 static void link_corrupt_alloc(void)
@@ -107,8 +107,8 @@ static void link_corrupt_alloc(void)
 	gostack_allocator_free(D, a);
 	gostack_allocator_free(D, b);
 	memset((void *)(b.hi - 16), 0x41, 8);
-	(void)gostack_allocator_alloc(D, 2048);   /* b */
-	(void)gostack_allocator_alloc(D, 2048);   /* follows the garbage link */
+	(void)gostack_allocator_alloc(D, 2048);   /* b, its link overwritten */
+	(void)gostack_allocator_alloc(D, 2048);
 }
 static void link_corrupt_pool(void)
 {

@@ -109,10 +109,9 @@ stackpoolfree(struct gostack__mutex_pools *mp, struct gostack__gclink *x, int or
 }
 
 static size_t
-mutex_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
+mutex_pool_get(void *p, int order, size_t n, struct gostack__gclink **out)
 {
 	struct gostack__mutex_pools *mp = p;
-	struct gostack__gclink *head = NULL;
 	size_t got = 0;
 
 	pthread_mutex_lock(&mp->stackpool[order].mu);
@@ -121,27 +120,20 @@ mutex_pool_get(void *p, int order, size_t n, struct gostack__gclink **list)
 
 		if (x == NULL)
 			break;
-		x->next = head;
-		head = x;
-		got++;
+		out[got++] = x;
 	}
 	pthread_mutex_unlock(&mp->stackpool[order].mu);
-	*list = head;
 	return got;
 }
 
 static void
-mutex_pool_put(void *p, int order, struct gostack__gclink *first, struct gostack__gclink *last)
+mutex_pool_put(void *p, int order, struct gostack__gclink *const *in, size_t n)
 {
 	struct gostack__mutex_pools *mp = p;
 
 	pthread_mutex_lock(&mp->stackpool[order].mu);
-	for (struct gostack__gclink *x = first, *y;; x = y) {
-		y = x->next;
-		stackpoolfree(mp, x, order);
-		if (x == last)
-			break;
-	}
+	for (size_t i = 0; i < n; i++)
+		stackpoolfree(mp, in[i], order);
 	pthread_mutex_unlock(&mp->stackpool[order].mu);
 }
 
