@@ -72,10 +72,12 @@ gostack__stackcacherelease(struct gostack__tcache *t, int order)
 }
 
 /* Go's stackcache_clear: every order of this cache back to the pools, and
- * the profile's reserve with them. A fork child adopting the cache of a
- * thread that was in the middle of a push finds the pushed stack in a slot
- * past `size`: it stays out, counted as in use (its free was not counted
- * yet), as a stack the dead thread held. */
+ * the profile's reserve with them. The count says which slots hold stacks:
+ * a fork child adopting the cache of a thread that was in the middle of a
+ * push finds the pushed stack in the slot past the count, and leaves it
+ * there, counted as in use (its free was not counted yet), as a stack the
+ * dead thread held; one in the middle of a pop has taken its stack off the
+ * count already. */
 void
 gostack__stackcache_clear(struct gostack__tcache *t)
 {

@@ -231,6 +231,35 @@ TEST(refill_release_amounts)
 	}
 }
 
+/* The list's order is Go's: LIFO, and a release gives back the most recently
+ * freed stacks (Go walks its list from the head), keeping the older ones. */
+TEST(cache_order_is_go)
+{
+	if (test_cfg.no_cache)
+		return;
+	gostack_allocator_t *a = test_allocator();
+	size_t n = 8192;
+	gostack_t s[5], r[3];
+
+	for (int i = 0; i < 5; i++)
+		s[i] = gostack_allocator_alloc(a, n);
+	gostack_thread_flush();                   /* empty cache */
+	for (int i = 0; i < 4; i++)               /* full: s0 s1 s2 s3 (s3 on top) */
+		gostack_allocator_free(a, s[i]);
+	gostack_allocator_free(a, s[4]);          /* release s3 s2, then push: s0 s1 s4 */
+	for (int i = 0; i < 3; i++)
+		r[i] = gostack_allocator_alloc(a, n);
+	CHECK_EQ(r[0].lo, s[4].lo);
+	CHECK_EQ(r[1].lo, s[1].lo);
+	CHECK_EQ(r[2].lo, s[0].lo);
+	for (int i = 0; i < 3; i++)
+		gostack_allocator_free(a, r[i]);
+	test_check_balance(a, "cache_order_is_go");
+	gostack_thread_flush();
+	gostack_allocator_reclaim(a);
+	CHECK_EQ(gostack_allocator_delete(a), 0);
+}
+
 /* stackNoCache: every alloc and free goes to the pool; caches stay empty. */
 TEST(stats_script_nocache)
 {
@@ -590,7 +619,7 @@ TEST(default_backend_env)
 }
 
 TEST_MAIN(T(go_arithmetic), T(api_sizes_and_alignment), T(api_errors), T(stats_script_cached),
-    T(refill_release_amounts), T(stats_script_nocache), T(span_carving), T(large_path),
+    T(refill_release_amounts), T(cache_order_is_go), T(stats_script_nocache), T(span_carving), T(large_path),
     T(delete_busy), T(thread_exit_returns_caches), T(delete_with_foreign_caches),
     T(many_allocators), T(few_mappings), T(rss_falls_after_reclaim), T(default_allocator),
     T(good_size_and_version), T(default_backend_env))
