@@ -94,7 +94,7 @@ patched() {
 patched nolock core/mutex/stackpool.c \
 	's/pthread_mutex_lock(&mp->stackpool\[order\].mu);/\/* lock removed *\//; s/pthread_mutex_unlock(&mp->stackpool\[order\].mu);/\/* unlock removed *\//' \
 	"lock removed" test_stress
-try no-lock "$work/nolock" test_stress --backend mutex --nocache --threads 16 --scale 1 exchange
+try no-lock "$work/nolock" test_stress --backend mutex --nocache --threads 16 --scale 20 exchange
 
 patched eager lockfree/stackpool.c \
 	's|bool free_span = gostack__lf(s)->sweep_count == s->nelems;|bool free_span = gostack__lf(s)->sweep_count == s->nelems \|\| idle_pass != 0; /* BROKEN */|' \
