@@ -229,12 +229,30 @@ GOSTACK__HIDDEN void gostack__tls_key_init(void);
 /* Fork child: adopt the caches of threads that did not survive fork. */
 GOSTACK__HIDDEN void gostack__tcache_fork_child(void);
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define GOSTACK__TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define GOSTACK__TSAN 1
+#endif
+
 static inline void
 gostack__count(_Atomic uint64_t *c, uint64_t d)
 {
-	/* Single writer: a relaxed load and store, not an RMW. */
+	/* Single writer: a relaxed load and store, not an RMW (no lock
+	 * prefix); readers (stats) load relaxed and see the old value or the
+	 * new one. On x86-64 that is one add to memory, which gcc does not
+	 * emit for the C11 pair (a load, an add and a store in a register:
+	 * three instructions more on each cached alloc and free). A TSan
+	 * build keeps the C11 form, which TSan sees. */
+#if defined(__x86_64__) && !defined(GOSTACK__TSAN)
+	__asm__("addq %1, %0" : "+m"(*(uint64_t *)c) : "er"(d));
+#else
 	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
 	    memory_order_relaxed);
+#endif
 }
 
 /* ---- debug.c ----------------------------------------------------------- */

@@ -272,7 +272,7 @@ stackalloc_slow(gostack_allocator_t *a, size_t size)
  * `have` > 0 stacks: its top slot. */
 static inline __attribute__((always_inline)) gostack_t
 cached_pop(struct gostack__tcache *t, struct gostack__stackfreelist *c, uint32_t have,
-    int order, size_t n, bool prof)
+    size_t order, size_t n, bool prof)
 {
 	struct gostack__gclink *x = t->slot[order][have - 1];
 	uintptr_t hi = (uintptr_t)x + GOSTACK__LINK_SIZE;
@@ -299,17 +299,18 @@ cached_refill(gostack_allocator_t *a, size_t size, struct gostack__tcache *t, in
 	gostack__deferred_poke();
 	if (atomic_load_explicit(&c->n, memory_order_relaxed) == 0 && !gostack__stackcacherefill(t, order))
 		return stackalloc_slow(a, size);
-	return cached_pop(t, c, atomic_load_explicit(&c->n, memory_order_relaxed), order,
+	return cached_pop(t, c, atomic_load_explicit(&c->n, memory_order_relaxed), (size_t)order,
 	    gostack__order_size(order), prof);
 }
 
 static inline __attribute__((always_inline)) gostack_t
 cached_alloc(gostack_allocator_t *a, size_t size, bool prof)
 {
-	/* round2 and order with one bsr, for 1 <= size <= 16 KiB: l = 10..13 */
-	unsigned l = 63u - (unsigned)__builtin_clzll((unsigned long long)((size - 1) | (GOSTACK__FIXED_STACK - 1)));
+	/* round2 and order with one bsr, for 1 <= size <= 16 KiB: l = 10..13
+	 * (63 - clz as 63 ^ clz, which gcc folds into the bsr) */
+	unsigned l = 63u ^ (unsigned)__builtin_clzll((unsigned long long)((size - 1) | (GOSTACK__FIXED_STACK - 1)));
 	size_t n = (size_t)2 << l;
-	int order = (int)l - 10;
+	size_t order = l - 10;   /* unsigned: no sign extension in the indexing */
 	struct gostack__tcache *t = gostack__tcache_mine(a);
 
 	if (gostack__unlikely(t == NULL) || (prof && gostack__unlikely(t->prof_left <= 1)))
@@ -318,7 +319,7 @@ cached_alloc(gostack_allocator_t *a, size_t size, bool prof)
 	uint32_t have = atomic_load_explicit(&c->n, memory_order_relaxed);
 
 	if (gostack__unlikely(have == 0))
-		return cached_refill(a, size, t, order, prof);
+		return cached_refill(a, size, t, (int)order, prof);
 	return cached_pop(t, c, have, order, n, prof);
 }
 
@@ -424,7 +425,7 @@ check_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
  * (stackcache_clear). */
 static inline __attribute__((always_inline)) void
 cached_push(struct gostack__tcache *t, struct gostack__stackfreelist *c, struct gostack__gclink *x,
-    int order, uint32_t have)
+    size_t order, uint32_t have)
 {
 	t->slot[order][have] = x;
 	atomic_store_explicit(&c->n, have + 1, memory_order_relaxed);
@@ -572,7 +573,7 @@ cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 		stackfree_slow(a, lo, hi);
 		return;
 	}
-	int order = s->order;   /* set before the span's stacks are handed out */
+	unsigned order = s->order;   /* set before the span's stacks are handed out; unsigned: no sign extension */
 	struct gostack__stackfreelist *c = &t->stackcache[order];
 	uint32_t have = atomic_load_explicit(&c->n, memory_order_relaxed);
 	struct gostack__gclink *x = (struct gostack__gclink *)(hi - GOSTACK__LINK_SIZE);
@@ -580,7 +581,7 @@ cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	gostack__tool_free_fast(lo, n);   /* before the link is written */
 	mark_free(x, lo, hi);
 	if (gostack__unlikely(have >= c->cap))   /* Go's size >= _StackCacheSize */
-		cached_release(t, x, order);
+		cached_release(t, x, (int)order);
 	else
 		cached_push(t, c, x, order, have);
 }
