@@ -126,7 +126,8 @@ struct gostack__span {
 	uint8_t horder;            /* log2(bytes) - 15 */
 	uint8_t order;             /* pool spans: stack order */
 	/* LARGE spans: 1 while the stack is free (kept in stackLarge), 0 while
-	 * it is handed out; exchanged by free, so a second free is caught */
+	 * it is handed out; tested and set by free, so a second free is caught
+	 * (not two racing at the same instant: stack.c's large_giveback) */
 	_Atomic uint8_t large_free;
 	/* In gostack__now_ms() time. A free unit: when its pages go back to the
 	 * OS if it is still dirty (heap lock). A span idle in stackLarge: when

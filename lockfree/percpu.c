@@ -62,7 +62,7 @@
  *    is the allocator's (a span in a bin is mapped, counted as pooled, and
  *    its arena cannot be detached), so a pop needs no grace period either;
  *    the span's large_free flag is untouched by the tier (a double free is
- *    still caught by its exchange in stackfree).
+ *    still caught by its test in stackfree).
  * Memory held: at most GOSTACK__PCPU_BIN_BYTES per order per CPU and
  * GOSTACK__PCPU_LARGE_BYTES (but one span at least) per large class per
  * CPU (options.h): 128 + 256 + 512 + 512 KiB small (the 2 and 4 KiB bins
