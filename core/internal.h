@@ -117,8 +117,9 @@ GOSTACK__HIDDEN struct gostack__span *gostack__span_of(uintptr_t addr);
 /* ---- stackcache.c ------------------------------------------------------ */
 
 /* Counters a thread keeps for one allocator. Only the owning thread writes
- * them, with a relaxed load and store (a plain mov on x86, no RMW); stats()
- * reads them with relaxed loads from any thread. The allocator's `dead` and
+ * them, with a relaxed load and store (gostack__count: on x86-64 one add
+ * to memory without a lock prefix, not an atomic RMW); stats() reads them
+ * with relaxed loads from any thread. The allocator's `dead` and
  * `orphan` copies are updated with relaxed fetch_add by any thread. */
 struct gostack__tstat {
 	_Atomic uint64_t allocs[GOSTACK_NUM_ORDERS];   /* small stacks, per order */
