@@ -384,7 +384,7 @@ gostack__heap_alloc(const struct gostack__geom *g, uint8_t state, size_t elemsiz
 	struct gostack__span *s = &ar->spans[u + (g->lo_off >> GOSTACK__SPAN_SHIFT)];
 
 	s->horder = (uint8_t)h;
-	s->order = 0;
+	s->order = state == GOSTACK__SPAN_LARGE ? (uint8_t)gostack__stacklog2(elemsize >> GOSTACK__PAGE_SHIFT) : 0;
 	atomic_store_explicit(&s->large_free, 0, memory_order_relaxed);
 	s->base = ar->base + (u << GOSTACK__SPAN_SHIFT);
 	s->npages = bytes >> GOSTACK__PAGE_SHIFT;

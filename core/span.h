@@ -124,7 +124,8 @@ struct gostack__span {
 	LIST_ENTRY(gostack__span) hlink;   /* free-block list of its buddy order */
 	_Atomic uint8_t state;
 	uint8_t horder;            /* log2(bytes) - 15 */
-	uint8_t order;             /* pool spans: stack order */
+	uint8_t order;             /* pool spans: stack order (set by the pools); LARGE spans:
+	                              stackLarge's list (gostack__large_list; set by the heap) */
 	/* LARGE spans: 1 while the stack is free (kept in stackLarge), 0 while
 	 * it is handed out; tested and set by free, so a second free is caught
 	 * (not two racing at the same instant: stack.c's large_giveback) */
@@ -201,13 +202,13 @@ gostack__span_index(const struct gostack__span *s, uintptr_t lo)
 }
 
 /* A large span's stackLarge list: log2 of its stack's 8 KiB pages (what
- * stackalloc looks up; the block may be larger when the stack has a guard). */
+ * stackalloc looks up; the block may be larger when the stack has a guard),
+ * which the heap stores in order when it hands out the span (one byte
+ * load, not a bsr of elemsize, on the way to the per-CPU bin's count). */
 static inline unsigned
 gostack__large_list(const struct gostack__span *s)
 {
-	size_t n = atomic_load_explicit(&s->elemsize, memory_order_relaxed);
-
-	return 63u - (unsigned)__builtin_clzll((unsigned long long)(n >> GOSTACK__PAGE_SHIFT));
+	return s->order;
 }
 
 /* Bytes of stacks the span holds: what it adds to its allocator's mapped. */

@@ -341,12 +341,15 @@ cached_alloc(gostack_allocator_t *a, size_t size, bool prof)
 static __attribute__((noinline)) gostack_t
 large_alloc_plain(gostack_allocator_t *a, size_t size)
 {
-	size_t n = gostack__round2(size);
+	/* round2 and stacklog2 of the pages with one bsr: size - 1 >= 16 KiB,
+	 * so l >= 14 and n = 2^(l + 1) >= 32 KiB is its own round2 */
+	unsigned l = 63u ^ (unsigned)__builtin_clzll((unsigned long long)(size - 1));
+	size_t n = (size_t)2 << l;
 	struct gostack__tcache *t = gostack__tcache_mine(a);
 	struct gostack__span *s;
 
 	if (gostack__unlikely(t == NULL) ||
-	    (s = a->ops->large_get(a->pools, gostack__stacklog2(n >> GOSTACK__PAGE_SHIFT))) == NULL)
+	    (s = a->ops->large_get(a->pools, l + 1 - GOSTACK__PAGE_SHIFT)) == NULL)
 		return stackalloc_slow(a, size);
 	uintptr_t lo = large_handout(a, t, s, n);
 

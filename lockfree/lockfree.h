@@ -217,8 +217,10 @@ GOSTACK__HIDDEN struct gostack__gclink *gostack__lf_xfer_drain(struct gostack__l
 
 GOSTACK__HIDDEN struct gostack__span *gostack__lf_large_get(void *p, unsigned log2npages);
 GOSTACK__HIDDEN void gostack__lf_large_put(void *p, struct gostack__span *s);
-/* large_put past the per-CPU tier: onto stackLarge, or to the heap past
- * the bound (a span drained from the tier goes here). */
+/* large_get and large_put past the per-CPU tier: a span off stackLarge
+ * (or NULL); onto stackLarge, or to the heap past the bound (a span
+ * drained from the tier goes here too). */
+GOSTACK__HIDDEN struct gostack__span *gostack__lf_large_get_global(struct gostack__lf_pools *lp, unsigned log2npages);
 GOSTACK__HIDDEN void gostack__lf_large_put_global(struct gostack__lf_pools *lp, struct gostack__span *s);
 /* Spans idle on stackLarge since before now back to the heap
  * (GOSTACK__RELEASE_ALL: all of them); returns the bytes. */
@@ -284,12 +286,12 @@ GOSTACK__HIDDEN size_t gostack__pcpu_take(struct gostack__pcpu *pc, int order, v
 GOSTACK__HIDDEN size_t gostack__pcpu_give(struct gostack__pcpu *pc, int order, void *const *in, size_t k);
 /* The possible CPUs (the bins' count). */
 GOSTACK__HIDDEN int gostack__pcpu_ncpu(const struct gostack__pcpu *pc);
-/* A free large span of stackLarge's list log2npages from this CPU's bin, or
- * NULL (empty, stopped, or a list the tier does not keep). */
-GOSTACK__HIDDEN struct gostack__span *gostack__pcpu_large_pop(struct gostack__pcpu *pc, unsigned log2npages);
-/* The free large span s into this CPU's bin of its list; false: no room
- * (or a list the tier does not keep). */
-GOSTACK__HIDDEN bool gostack__pcpu_large_push(struct gostack__pcpu *pc, struct gostack__span *s);
+/* stackLarge's get and put with the tier (lp->pcpu): a free large span of
+ * list log2npages from this CPU's bin, else gostack__lf_large_get_global;
+ * the freed large span s into this CPU's bin of its list, else (no room,
+ * stopped, or a list the tier does not keep) gostack__lf_large_put_global. */
+GOSTACK__HIDDEN struct gostack__span *gostack__pcpu_large_get(struct gostack__lf_pools *lp, unsigned log2npages);
+GOSTACK__HIDDEN void gostack__pcpu_large_put(struct gostack__lf_pools *lp, struct gostack__span *s);
 /* Every CPU's bins of classes [first, end) (all) or the ones unchanged
  * since the previous drain (decay) to put(arg, class, items, n): gclinks
  * of a small order, spans of a large class; decay_lock held. Bytes moved. */

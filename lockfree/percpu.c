@@ -128,10 +128,32 @@ possible_cpus(void)
 #define test_window() gostack__lf_test_window()
 
 #ifdef PCPU_RSEQ
-static inline struct rseq *
-rseq_area(void)
+/* glibc's __rseq_offset, copied by the probe before pcpu_state's release
+ * store publishes the tier (a process constant; a fork child keeps it).
+ * This thread's struct rseq is at %fs:rseq_off (%fs's base is the thread
+ * pointer on x86-64), so the sections below address its fields with one
+ * segment-relative operand: no load of the thread pointer, no GOT load of
+ * the offset, no add. */
+static ptrdiff_t rseq_off;
+
+/* Volatile loads of this thread's cpu_id_start (offset 0) and cpu_id
+ * (offset 4): the kernel rewrites them behind the compiler's back. */
+static inline uint32_t
+rseq_cpu_start(void)
 {
-	return (struct rseq *)(void *)((char *)__builtin_thread_pointer() + __rseq_offset);
+	uint32_t v;
+
+	__asm__ __volatile__("movl %%fs:(%1), %0" : "=r"(v) : "r"(rseq_off));
+	return v;
+}
+
+static inline int32_t
+rseq_cpu_id(void)
+{
+	uint32_t v;
+
+	__asm__ __volatile__("movl %%fs:4(%1), %0" : "=r"(v) : "r"(rseq_off));
+	return (int32_t)v;
 }
 #endif
 
@@ -142,7 +164,8 @@ probe(void)
 
 #ifdef PCPU_RSEQ
 	ncpu = possible_cpus();
-	if (__rseq_size > 0 && (int32_t)rseq_area()->cpu_id >= 0 && ncpu > 0 && ncpu <= 65536 &&
+	rseq_off = __rseq_offset;
+	if (__rseq_size > 0 && rseq_cpu_id() >= 0 && ncpu > 0 && ncpu <= 65536 &&
 	    syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0)
 		ok = 1;
 #endif
@@ -195,6 +218,21 @@ slots_of(struct gostack__pcpu_cpu *c, int k)
 	return k < GOSTACK_NUM_ORDERS ? (void **)c->bin[k].slot : (void **)c->lbin[k - GOSTACK_NUM_ORDERS].slot;
 }
 
+/* The byte offset of bin_of(c, k) in a CPU's struct, for the critical
+ * sections: arithmetic on the class, with no load on the way to the count
+ * (small order o; large class GOSTACK_NUM_ORDERS + i). */
+static inline size_t
+small_off(int o)
+{
+	return offsetof(struct gostack__pcpu_cpu, bin) + (size_t)o * sizeof(struct gostack__pcpu_bin);
+}
+
+static inline size_t
+large_off(unsigned i)
+{
+	return offsetof(struct gostack__pcpu_cpu, lbin) + (size_t)i * sizeof(struct gostack__pcpu_lbin);
+}
+
 struct gostack__pcpu *
 gostack__pcpu_create(void)
 {
@@ -222,7 +260,8 @@ gostack__pcpu_destroy(struct gostack__pcpu *pc)
 
 #ifdef PCPU_RSEQ
 /*
- * The two critical sections. %[rs]: this thread's struct rseq; %[cpu]: the
+ * The critical sections. %[rs]: rseq_off (%fs:(%[rs]) is this thread's
+ * struct rseq: cpu_id at 4, rseq_cs at 8); %[cpu]: the
  * CPU the addresses were computed for; %[bin]: that CPU's bin. Outputs go
  * through memory ("gcc asm goto does not allow outputs" on gcc 12).
  * 1: start_ip, 2: post_commit, 3: the descriptor, 4: abort_ip.
@@ -238,9 +277,9 @@ gostack__pcpu_destroy(struct gostack__pcpu *pc)
 	".quad 3b\n\t" \
 	".popsection\n\t" \
 	"leaq 3b(%%rip), %%rax\n\t" \
-	"movq %%rax, 8(%[rs])\n\t" \
+	"movq %%rax, %%fs:8(%[rs])\n\t" \
 	"1:\n\t" \
-	"cmpl %[cpu], 4(%[rs])\n\t" \
+	"cmpl %[cpu], %%fs:4(%[rs])\n\t" \
 	"jnz 4f\n\t" \
 	"cmpl $0, (%[stopped])\n\t" \
 	"jnz %l[slow]\n\t"
@@ -261,14 +300,12 @@ gostack__pcpu_destroy(struct gostack__pcpu *pc)
  * slot[] at offset 8 (lockfree.h).
  */
 static inline int
-pcpu_pop_batch(struct gostack__pcpu *pc, int cls, void **out, uint32_t k, uint32_t *got)
+pcpu_pop_batch(struct gostack__pcpu *pc, size_t off, void **out, uint32_t k, uint32_t *got)
 {
-	struct rseq *rs = rseq_area();
-
 	for (;;) {
-		uint32_t cpu = *(volatile uint32_t *)&rs->cpu_id_start;
+		uint32_t cpu = rseq_cpu_start();
 		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
-		uint32_t *b = bin_of(c, cls);
+		uint32_t *b = (uint32_t *)(void *)((char *)c + off);
 
 		test_window();
 		__asm__ __volatile__ goto(
@@ -290,7 +327,7 @@ pcpu_pop_batch(struct gostack__pcpu *pc, int cls, void **out, uint32_t k, uint32
 		    "movl %%ecx, (%[bin])\n\t"           /* commit: count = n - m */
 		    PCPU_CS_END
 		    :
-		    : [rs] "r"(rs), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [bin] "r"(b), [out] "r"(out),
+		    : [rs] "r"(rseq_off), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [bin] "r"(b), [out] "r"(out),
 		      [k] "r"(k), [got] "r"(got)
 		    : "memory", "cc", "rax", "rcx", "rdx", "rsi"
 		    : slow, abort);
@@ -298,7 +335,7 @@ pcpu_pop_batch(struct gostack__pcpu *pc, int cls, void **out, uint32_t k, uint32
 		return 1;
 	abort:
 		__asm__ __volatile__("" ::: "memory");
-		if ((int32_t)*(volatile uint32_t *)&rs->cpu_id < 0)
+		if (rseq_cpu_id() < 0)
 			return -1;
 		continue;
 	slow:
@@ -310,15 +347,14 @@ pcpu_pop_batch(struct gostack__pcpu *pc, int cls, void **out, uint32_t k, uint32
 /* Batch push: m = min(k, cap - count) of in[0 .. m) into slot[count ..
  * count + m), then the commit count += m; *put = m. Returns as the pop. */
 static inline int
-pcpu_push_batch(struct gostack__pcpu *pc, int cls, void *const *in, uint32_t k, uint32_t *put)
+pcpu_push_batch(struct gostack__pcpu *pc, int cls, size_t off, void *const *in, uint32_t k, uint32_t *put)
 {
-	struct rseq *rs = rseq_area();
 	uint32_t cap = pc->cap[cls];
 
 	for (;;) {
-		uint32_t cpu = *(volatile uint32_t *)&rs->cpu_id_start;
+		uint32_t cpu = rseq_cpu_start();
 		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
-		uint32_t *b = bin_of(c, cls);
+		uint32_t *b = (uint32_t *)(void *)((char *)c + off);
 
 		test_window();
 		__asm__ __volatile__ goto(
@@ -341,7 +377,7 @@ pcpu_push_batch(struct gostack__pcpu *pc, int cls, void *const *in, uint32_t k, 
 		    "movl %%ecx, (%[bin])\n\t"           /* commit: count = n + m */
 		    PCPU_CS_END
 		    :
-		    : [rs] "r"(rs), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [bin] "r"(b), [in] "r"(in),
+		    : [rs] "r"(rseq_off), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [bin] "r"(b), [in] "r"(in),
 		      [k] "r"(k), [cap] "r"(cap), [put] "r"(put)
 		    : "memory", "cc", "rax", "rcx", "rdx", "rsi"
 		    : slow, abort);
@@ -349,7 +385,7 @@ pcpu_push_batch(struct gostack__pcpu *pc, int cls, void *const *in, uint32_t k, 
 		return 1;
 	abort:
 		__asm__ __volatile__("" ::: "memory");
-		if ((int32_t)*(volatile uint32_t *)&rs->cpu_id < 0)
+		if (rseq_cpu_id() < 0)
 			return -1;
 		continue;
 	slow:
@@ -366,14 +402,12 @@ pcpu_push_batch(struct gostack__pcpu *pc, int cls, void *const *in, uint32_t k, 
  * goes global; else slot[count] = item (above count: nobody reads it),
  * then the commit count + 1. Return as the batch forms. */
 static inline int
-pcpu_pop_one(struct gostack__pcpu *pc, int cls, void **out)
+pcpu_pop_one(struct gostack__pcpu *pc, size_t off, void **out)
 {
-	struct rseq *rs = rseq_area();
-
 	for (;;) {
-		uint32_t cpu = *(volatile uint32_t *)&rs->cpu_id_start;
+		uint32_t cpu = rseq_cpu_start();
 		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
-		uint32_t *b = bin_of(c, cls);
+		uint32_t *b = (uint32_t *)(void *)((char *)c + off);
 
 		test_window();
 		__asm__ __volatile__ goto(
@@ -387,14 +421,14 @@ pcpu_pop_one(struct gostack__pcpu *pc, int cls, void **out)
 		    "movl %%ecx, (%[bin])\n\t"           /* commit: count = n - 1 */
 		    PCPU_CS_END
 		    :
-		    : [rs] "r"(rs), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [bin] "r"(b), [out] "r"(out)
+		    : [rs] "r"(rseq_off), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [bin] "r"(b), [out] "r"(out)
 		    : "memory", "cc", "rax", "rcx"
 		    : slow, abort);
 		__asm__ __volatile__("" ::: "memory");
 		return 1;
 	abort:
 		__asm__ __volatile__("" ::: "memory");
-		if ((int32_t)*(volatile uint32_t *)&rs->cpu_id < 0)
+		if (rseq_cpu_id() < 0)
 			return -1;
 		continue;
 	slow:
@@ -404,15 +438,14 @@ pcpu_pop_one(struct gostack__pcpu *pc, int cls, void **out)
 }
 
 static inline int
-pcpu_push_one(struct gostack__pcpu *pc, int cls, void *item)
+pcpu_push_one(struct gostack__pcpu *pc, int cls, size_t off, void *item)
 {
-	struct rseq *rs = rseq_area();
 	uint32_t cap = pc->cap[cls];
 
 	for (;;) {
-		uint32_t cpu = *(volatile uint32_t *)&rs->cpu_id_start;
+		uint32_t cpu = rseq_cpu_start();
 		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
-		uint32_t *b = bin_of(c, cls);
+		uint32_t *b = (uint32_t *)(void *)((char *)c + off);
 
 		test_window();
 		__asm__ __volatile__ goto(
@@ -425,7 +458,7 @@ pcpu_push_one(struct gostack__pcpu *pc, int cls, void *item)
 		    "movl %%ecx, (%[bin])\n\t"           /* commit: count = n + 1 */
 		    PCPU_CS_END
 		    :
-		    : [rs] "r"(rs), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [bin] "r"(b), [item] "r"(item),
+		    : [rs] "r"(rseq_off), [cpu] "r"(cpu), [stopped] "r"(&c->stopped), [bin] "r"(b), [item] "r"(item),
 		      [cap] "r"(cap)
 		    : "memory", "cc", "rax", "rcx"
 		    : slow, abort);
@@ -433,7 +466,7 @@ pcpu_push_one(struct gostack__pcpu *pc, int cls, void *item)
 		return 1;
 	abort:
 		__asm__ __volatile__("" ::: "memory");
-		if ((int32_t)*(volatile uint32_t *)&rs->cpu_id < 0)
+		if (rseq_cpu_id() < 0)
 			return -1;
 		continue;
 	slow:
@@ -443,27 +476,27 @@ pcpu_push_one(struct gostack__pcpu *pc, int cls, void *item)
 }
 #else
 static inline int
-pcpu_pop_batch(struct gostack__pcpu *pc, int o, void **out, uint32_t k, uint32_t *got)
+pcpu_pop_batch(struct gostack__pcpu *pc, size_t off, void **out, uint32_t k, uint32_t *got)
 {
-	(void)pc; (void)o; (void)out; (void)k; (void)got;
+	(void)pc; (void)off; (void)out; (void)k; (void)got;
 	return -1;
 }
 static inline int
-pcpu_push_batch(struct gostack__pcpu *pc, int o, void *const *in, uint32_t k, uint32_t *put)
+pcpu_push_batch(struct gostack__pcpu *pc, int o, size_t off, void *const *in, uint32_t k, uint32_t *put)
 {
-	(void)pc; (void)o; (void)in; (void)k; (void)put;
+	(void)pc; (void)o; (void)off; (void)in; (void)k; (void)put;
 	return -1;
 }
 static inline int
-pcpu_pop_one(struct gostack__pcpu *pc, int o, void **out)
+pcpu_pop_one(struct gostack__pcpu *pc, size_t off, void **out)
 {
-	(void)pc; (void)o; (void)out;
+	(void)pc; (void)off; (void)out;
 	return -1;
 }
 static inline int
-pcpu_push_one(struct gostack__pcpu *pc, int o, void *item)
+pcpu_push_one(struct gostack__pcpu *pc, int o, size_t off, void *item)
 {
-	(void)pc; (void)o; (void)item;
+	(void)pc; (void)o; (void)off; (void)item;
 	return -1;
 }
 #endif
@@ -478,14 +511,14 @@ gostack__pcpu_take(struct gostack__pcpu *pc, int order, void **out, size_t k)
 	uint32_t got = 0;
 
 	if (k == 1) {   /* Go's refill of 16 KiB stacks, a no-cache alloc: the single-item section */
-		if (pcpu_pop_one(pc, order, out) <= 0)
+		if (pcpu_pop_one(pc, small_off(order), out) <= 0)
 			return 0;
 		tsan_acquire(out[0]);
 		return 1;
 	}
 	if (k > PCPU_BATCH)
 		k = PCPU_BATCH;
-	if (pcpu_pop_batch(pc, order, out, (uint32_t)k, &got) <= 0)
+	if (pcpu_pop_batch(pc, small_off(order), out, (uint32_t)k, &got) <= 0)
 		return 0;
 	for (uint32_t i = 0; i < got; i++)
 		tsan_acquire(out[i]);
@@ -499,13 +532,13 @@ gostack__pcpu_give(struct gostack__pcpu *pc, int order, void *const *in, size_t 
 
 	if (k == 1) {   /* a 16 KiB release, a no-cache free */
 		tsan_release(in[0]);
-		return pcpu_push_one(pc, order, in[0]) > 0 ? 1 : 0;
+		return pcpu_push_one(pc, order, small_off(order), in[0]) > 0 ? 1 : 0;
 	}
 	if (k > PCPU_BATCH)
 		k = PCPU_BATCH;
 	for (uint32_t i = 0; i < k; i++)
 		tsan_release(in[i]);
-	if (pcpu_push_batch(pc, order, in, (uint32_t)k, &put) <= 0)
+	if (pcpu_push_batch(pc, order, small_off(order), in, (uint32_t)k, &put) <= 0)
 		return 0;
 	return put;
 }
@@ -516,37 +549,34 @@ gostack__pcpu_ncpu(const struct gostack__pcpu *pc)
 	return pc->ncpu;
 }
 
-/* stackLarge's list log2npages as a class (sizeclass.h), or -1 when the
- * tier keeps none. */
-static inline int
-large_class(unsigned log2npages)
-{
-	int k = gostack__class_of(GOSTACK__PAGE_SIZE << log2npages);
-
-	return k >= GOSTACK_NUM_ORDERS && k < GOSTACK__PCPU_CLASSES ? k : -1;
-}
-
+/* stackLarge's list log2npages (32 KiB .. 1 MiB stacks) is class
+ * GOSTACK_NUM_ORDERS + log2npages - GOSTACK__PCPU_LARGE_MIN (sizeclass.h's
+ * numbering); other lists have no bin. A miss is a tail call to the global
+ * list (stacklarge.c). */
 struct gostack__span *
-gostack__pcpu_large_pop(struct gostack__pcpu *pc, unsigned log2npages)
+gostack__pcpu_large_get(struct gostack__lf_pools *lp, unsigned log2npages)
 {
-	int k = large_class(log2npages);
-	void *s = NULL;
+	unsigned i = log2npages - GOSTACK__PCPU_LARGE_MIN;   /* wraps below */
+	void *s;
 
-	if (k < 0 || pcpu_pop_one(pc, k, &s) <= 0)
-		return NULL;
-	tsan_acquire(s);
-	return s;
+	if (i < GOSTACK__PCPU_LARGE_CLASSES && pcpu_pop_one(lp->pcpu, large_off(i), &s) > 0) {
+		tsan_acquire(s);
+		return s;
+	}
+	return gostack__lf_large_get_global(lp, log2npages);
 }
 
-bool
-gostack__pcpu_large_push(struct gostack__pcpu *pc, struct gostack__span *s)
+void
+gostack__pcpu_large_put(struct gostack__lf_pools *lp, struct gostack__span *s)
 {
-	int k = large_class(gostack__large_list(s));
+	unsigned i = gostack__large_list(s) - GOSTACK__PCPU_LARGE_MIN;
 
-	if (k < 0)
-		return false;
-	tsan_release(s);
-	return pcpu_push_one(pc, k, s) > 0;
+	if (i < GOSTACK__PCPU_LARGE_CLASSES) {
+		tsan_release(s);
+		if (pcpu_push_one(lp->pcpu, GOSTACK_NUM_ORDERS + (int)i, large_off(i), s) > 0)
+			return;
+	}
+	gostack__lf_large_put_global(lp, s);
 }
 
 /* Stop CPU c and wait until no CS of ours runs on it (file comment). */

@@ -21,7 +21,8 @@
  *
  * The per-CPU tier (percpu.c) comes first: a get pops this CPU's bin of the
  * list, a put pushes onto it; only what the bin cannot give or take comes
- * here, and a drained bin's spans come here through large_put_global.
+ * here (large_get_global, large_put_global), and so do a drained bin's
+ * spans.
  *
  * Bound: large_bytes (all lists) stays <= GOSTACK__LARGE_KEEP (64 MiB per
  * allocator, as with the mutex pools; the per-CPU bins are bounded on
@@ -36,17 +37,39 @@
  */
 #include "lockfree.h"
 
+/* The ops' entries: the per-CPU tier first (percpu.c), which comes back
+ * to the _global forms for what its bin cannot give or take; both calls
+ * are tail calls. */
 struct gostack__span *
 gostack__lf_large_get(void *p, unsigned log2npages)
 {
 	struct gostack__lf_pools *lp = p;
+
+	if (lp->pcpu != NULL)
+		return gostack__pcpu_large_get(lp, log2npages);
+	return gostack__lf_large_get_global(lp, log2npages);
+}
+
+void
+gostack__lf_large_put(void *p, struct gostack__span *s)
+{
+	struct gostack__lf_pools *lp = p;
+
+	if (lp->pcpu != NULL)
+		gostack__pcpu_large_put(lp, s);
+	else
+		gostack__lf_large_put_global(lp, s);
+}
+
+/* Out of line, so that the entries above stay tail calls with no frame. */
+__attribute__((noinline)) struct gostack__span *
+gostack__lf_large_get_global(struct gostack__lf_pools *lp, unsigned log2npages)
+{
 	struct gostack__lf_list *l = &lp->stackLarge[log2npages];
 	ck_stack_entry_t *e;
 	size_t got;
 	struct gostack__span *s;
 
-	if (lp->pcpu != NULL && (s = gostack__pcpu_large_pop(lp->pcpu, log2npages)) != NULL)
-		return s;   /* this CPU's bin (percpu.c) */
 	if (ck_pr_load_ptr(&l->stack.head) == NULL)
 		return NULL;   /* empty: skip the read section */
 	gostack__rcu_read_lock();
@@ -60,16 +83,7 @@ gostack__lf_large_get(void *p, unsigned log2npages)
 	return s;
 }
 
-void
-gostack__lf_large_put(void *p, struct gostack__span *s)
-{
-	struct gostack__lf_pools *lp = p;
-
-	if (lp->pcpu == NULL || !gostack__pcpu_large_push(lp->pcpu, s))
-		gostack__lf_large_put_global(lp, s);   /* else in this CPU's bin (percpu.c) */
-}
-
-void
+__attribute__((noinline)) void
 gostack__lf_large_put_global(struct gostack__lf_pools *lp, struct gostack__span *s)
 {
 	size_t bytes = gostack__span_stack_bytes(s);

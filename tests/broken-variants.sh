@@ -116,7 +116,7 @@ patched nofence lockfree/percpu.c \
 try no-fence "$work/nofence" test_lockfree --backend lockfree --scale 1 percpu
 
 patched nocpu lockfree/percpu.c \
-	's|"cmpl %\[cpu\], 4(%\[rs\])\\n\\t" \\|"/* BROKEN: no CPU compare */\\n\\t" \\|; /"jnz 4f\\n\\t" \\/d' \
+	's|"cmpl %\[cpu\], %%fs:4(%\[rs\])\\n\\t" \\|"/* BROKEN: no CPU compare */\\n\\t" \\|; /"jnz 4f\\n\\t" \\/d' \
 	"BROKEN" test_lockfree
 try no-cpu-check "$work/nocpu" test_lockfree --backend lockfree --scale 1 percpu
 
