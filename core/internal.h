@@ -146,6 +146,11 @@ struct gostack__tstat {
  * stacks (16, 8, 4, 2).
  */
 #define GOSTACK__CACHE_SLOTS(o) ((uint32_t)(GOSTACK_CACHE_SIZE / ((size_t)GOSTACK_MIN_SIZE << (o))))
+/* Go's _StackCacheSize/2 / size, the stacks of order o a refill takes and a
+ * release keeps (8, 4, 2, 1): a shift, since sizes are powers of two (a
+ * division by the order's size was a 64-bit div on every refill and
+ * release). */
+#define GOSTACK__CACHE_HALF(o) ((uint32_t)((GOSTACK_CACHE_SIZE / 2) / GOSTACK_MIN_SIZE) >> (o))
 
 struct gostack__stackfreelist {
 	_Atomic uint32_t n;   /* stacks in the list; written by the owner only */

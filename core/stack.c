@@ -680,7 +680,8 @@ running_on(uintptr_t lo, uintptr_t hi)
 	return sp >= lo && sp < hi;
 }
 
-void
+/* Out of line: the paths that poke it test a flag and carry none of this. */
+__attribute__((noinline, cold)) void
 gostack__deferred_run(void)
 {
 	if (deferred.lo == 0 || running_on(deferred.lo, deferred.hi))

@@ -39,8 +39,7 @@ bool
 gostack__stackcacherefill(struct gostack__tcache *t, int order)
 {
 	gostack_allocator_t *a = t->alloc;
-	size_t size = gostack__order_size(order);
-	size_t got = a->ops->pool_get(a->pools, order, (GOSTACK_CACHE_SIZE / 2) / size, t->slot[order]);
+	size_t got = a->ops->pool_get(a->pools, order, GOSTACK__CACHE_HALF(order), t->slot[order]);
 
 	gostack__scavenger_poke();   /* no lock held here */
 	if (got == 0)
@@ -61,7 +60,7 @@ gostack__stackcacherelease(struct gostack__tcache *t, int order)
 	gostack_allocator_t *a = t->alloc;
 	struct gostack__stackfreelist *c = &t->stackcache[order];
 	uint32_t have = atomic_load_explicit(&c->n, memory_order_relaxed);
-	uint32_t keep = (uint32_t)((GOSTACK_CACHE_SIZE / 2) / gostack__order_size(order));
+	uint32_t keep = GOSTACK__CACHE_HALF(order);
 
 	if (have <= keep)
 		return;

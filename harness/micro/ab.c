@@ -7,6 +7,12 @@
  *
  *   gostack_micro_ab A.so B.so [SIZE [ROUNDS [PAIRS [PROFILE_A [PROFILE_B]]]]]
  *
+ * SIZE "hold" times the suite's hold workload instead, on one thread: 128
+ * stacks of 2, 4, 8 and 16 KiB in turn allocated, each touched near its
+ * top, then all freed (Go's small caches refill and release on about every
+ * other operation: the per-CPU tier's path); PAIRS counts stacks, and the
+ * figures are ns per stack.
+ *
  * The two paths must name different files (copy a build to compare it with
  * itself: dlopen returns the handle already loaded for a path it knows).
  * PROFILE_A and PROFILE_B are config.profile (0: off), so one build can be
@@ -16,8 +22,10 @@
  */
 #include <dlfcn.h>
 #include <gostack.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../../tests/proc.h"
 
@@ -72,6 +80,28 @@ pairs(struct side *s, size_t size, long n)
 	return (proc_now() - t0) / (double)n * 1e9;
 }
 
+#define HOLD_N 128
+
+static double
+hold(struct side *s, long n)
+{
+	static const size_t sizes[4] = { 2048, 4096, 8192, 16384 };
+	gostack_t k[HOLD_N];
+	long done = 0;
+	double t0 = proc_now();
+
+	while (done < n) {
+		for (int i = 0; i < HOLD_N; i++) {
+			k[i] = s->alloc(s->a, sizes[i & 3]);
+			((volatile char *)k[i].hi)[-64] = (char)i;   /* near its top, as the suite's hold */
+		}
+		for (int i = 0; i < HOLD_N; i++)
+			s->free(s->a, k[i]);
+		done += HOLD_N;
+	}
+	return (proc_now() - t0) / (double)done * 1e9;
+}
+
 static int
 cmp(const void *x, const void *y)
 {
@@ -89,7 +119,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "usage: gostack_micro_ab A.so B.so [SIZE [ROUNDS [PAIRS [PROFILE_A [PROFILE_B]]]]]\n");
 		return 2;
 	}
-	size_t size = argc > 3 ? strtoul(argv[3], NULL, 0) : 8192;
+	bool is_hold = argc > 3 && strcmp(argv[3], "hold") == 0;
+	size_t size = is_hold ? 0 : argc > 3 ? strtoul(argv[3], NULL, 0) : 8192;
 	int rounds = argc > 4 ? atoi(argv[4]) : 21;
 	long n = argc > 5 ? atol(argv[5]) : 4000000;
 	unsigned prof[2] = { argc > 6 ? (unsigned)strtoul(argv[6], NULL, 0) : 0, 0 };
@@ -112,14 +143,18 @@ main(int argc, char **argv)
 		for (int j = 0; j < 2; j++) {
 			int k = (r & 1) ? 1 - j : j;
 
-			s[k].ns[r] = pairs(&s[k], size, n);
+			s[k].ns[r] = is_hold ? hold(&s[k], n) : pairs(&s[k], size, n);
 		}
 	qsort(s[0].ns, (size_t)rounds, sizeof(double), cmp);
 	qsort(s[1].ns, (size_t)rounds, sizeof(double), cmp);
 	double a = s[0].ns[rounds / 2], b = s[1].ns[rounds / 2];
 
-	printf("%zu-byte pair, %d interleaved rounds of %ld: A %.2f ns, B %.2f ns (medians; fastest %.2f / %.2f): "
+	if (is_hold)
+		printf("hold (%d stacks of 2..16 KiB), ns per stack", HOLD_N);
+	else
+		printf("%zu-byte pair", size);
+	printf(", %d interleaved rounds of %ld: A %.2f ns, B %.2f ns (medians; fastest %.2f / %.2f): "
 	    "B/A %.3f  [A %s, profile %u; B %s, profile %u]\n",
-	    size, rounds, n, a, b, s[0].ns[0], s[1].ns[0], b / a, s[0].path, prof[0], s[1].path, prof[1]);
+	    rounds, n, a, b, s[0].ns[0], s[1].ns[0], b / a, s[0].path, prof[0], s[1].path, prof[1]);
 	return 0;
 }
