@@ -93,6 +93,7 @@ static _Atomic int pcpu_state;   /* 0 not probed, 1 available, -1 not */
 static int ncpu;                   /* possible CPUs (ids 0 .. ncpu - 1) */
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 
+#ifdef PCPU_RSEQ
 /* Highest possible CPU id + 1, from /sys (the mask may have holes). */
 static int
 possible_cpus(void)
@@ -122,6 +123,7 @@ possible_cpus(void)
 
 	return last + 1 > conf ? last + 1 : (int)conf;
 }
+#endif
 
 /* Test builds: a yield between reading the CPU and the critical section
  * (the window where a migration must make the CS abort); lfstack.c. */
