@@ -207,22 +207,10 @@ pcpu_cap(int k)
 	return (uint32_t)(n < 1 ? 1 : n > slots ? slots : n);
 }
 
-/* A CPU's bin of class k: its count (the slots follow at offset 8). */
-static inline uint32_t *
-bin_of(struct gostack__pcpu_cpu *c, int k)
-{
-	return k < GOSTACK_NUM_ORDERS ? &c->bin[k].count : &c->lbin[k - GOSTACK_NUM_ORDERS].count;
-}
-
-static inline void **
-slots_of(struct gostack__pcpu_cpu *c, int k)
-{
-	return k < GOSTACK_NUM_ORDERS ? (void **)c->bin[k].slot : (void **)c->lbin[k - GOSTACK_NUM_ORDERS].slot;
-}
-
-/* The byte offset of bin_of(c, k) in a CPU's struct, for the critical
- * sections: arithmetic on the class, with no load on the way to the count
- * (small order o; large class GOSTACK_NUM_ORDERS + i). */
+/* The byte offset of a bin (its count; the slots follow at offset 8) in a
+ * CPU's struct: small order o, or large class GOSTACK_NUM_ORDERS + i.
+ * Arithmetic on the class, with no load on the way to the count; the
+ * critical sections take it as it is, everything else through bin_of. */
 static inline size_t
 small_off(int o)
 {
@@ -233,6 +221,21 @@ static inline size_t
 large_off(unsigned i)
 {
 	return offsetof(struct gostack__pcpu_cpu, lbin) + (size_t)i * sizeof(struct gostack__pcpu_lbin);
+}
+
+/* A CPU's bin of class k: its count. */
+static inline uint32_t *
+bin_of(struct gostack__pcpu_cpu *c, int k)
+{
+	size_t off = k < GOSTACK_NUM_ORDERS ? small_off(k) : large_off((unsigned)(k - GOSTACK_NUM_ORDERS));
+
+	return (uint32_t *)(void *)((char *)c + off);
+}
+
+static inline void **
+slots_of(struct gostack__pcpu_cpu *c, int k)
+{
+	return (void **)(void *)((char *)bin_of(c, k) + 8);   /* slot[] at offset 8 (lockfree.h) */
 }
 
 struct gostack__pcpu *
