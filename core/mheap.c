@@ -132,14 +132,14 @@ free_insert(struct gostack__arena *ar, size_t u, unsigned h)
 	s->horder = (uint8_t)h;
 	LIST_INSERT_HEAD(&ar->free[h], s, hlink);
 	atomic_store_explicit(&s->alloc, NULL, memory_order_relaxed);
-	atomic_store_explicit(&s->state, GOSTACK__SPAN_FREE, memory_order_relaxed);
+	gostack__span_set_state(s, GOSTACK__SPAN_FREE);
 }
 
 static void
 free_remove(struct gostack__span *s)
 {
 	LIST_REMOVE(s, hlink);
-	atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
+	gostack__span_set_state(s, GOSTACK__SPAN_NONE);
 }
 
 /* Free block (u, h): coalesce with free buddies, then list it. Dirty bits
@@ -157,8 +157,7 @@ free_block(struct gostack__arena *ar, size_t u, unsigned h)
 			break;
 		free_remove(bs);
 		u &= ~((size_t)1 << h);
-		atomic_store_explicit(&ar->spans[u ^ ((size_t)1 << h)].state, GOSTACK__SPAN_NONE,
-		    memory_order_relaxed);
+		gostack__span_set_state(&ar->spans[u ^ ((size_t)1 << h)], GOSTACK__SPAN_NONE);
 		h++;
 	}
 	free_insert(ar, u, h);
@@ -322,7 +321,7 @@ arena_new(size_t bytes)
 	ar->dirty = (uint64_t *)(void *)&ar->spans[ar->nunits];
 	size_t meta = sizeof *ar + ar->nunits * sizeof(struct gostack__span) + (ar->nunits + 63) / 64 * 8;
 	ar->meta_units = (meta + GOSTACK__SPAN_SIZE - 1) >> GOSTACK__SPAN_SHIFT;
-	atomic_store_explicit(&ar->spans[0].state, GOSTACK__SPAN_META, memory_order_relaxed);
+	gostack__span_set_state(&ar->spans[0], GOSTACK__SPAN_META);
 	for (size_t u = ar->meta_units; u < ar->nunits;) {
 		unsigned h = (unsigned)__builtin_ctzll((unsigned long long)u);
 
@@ -389,6 +388,7 @@ gostack__heap_alloc(const struct gostack__geom *g, uint8_t state, size_t elemsiz
 	s->base = ar->base + (u << GOSTACK__SPAN_SHIFT);
 	s->npages = bytes >> GOSTACK__PAGE_SHIFT;
 	s->stride = (uint32_t)g->stride;
+	s->stride_mask = (uint32_t)g->stride - 1;
 	s->guard = (uint32_t)g->guard;
 	s->nelems = g->nelems;
 	s->decay_at = 0;
@@ -406,7 +406,7 @@ gostack__heap_alloc(const struct gostack__geom *g, uint8_t state, size_t elemsiz
 #endif
 	if (s->guard != 0 && !install_guards(s)) {
 		pthread_mutex_lock(&heap_lock);
-		atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
+		gostack__span_set_state(s, GOSTACK__SPAN_NONE);
 		free_block(ar, u, h);
 		pthread_mutex_unlock(&heap_lock);
 		errno = ENOMEM;
@@ -417,7 +417,7 @@ gostack__heap_alloc(const struct gostack__geom *g, uint8_t state, size_t elemsiz
 	 * need no pairing here: a stack reaches free() only after it was handed
 	 * out, which happens-after this store through the pool hand-off (a pool
 	 * lock or CAS, then the user's own transfer): span.h's invariant. */
-	atomic_store_explicit(&s->state, state, memory_order_relaxed);
+	gostack__span_set_state(s, (uint8_t)state);
 	return s;
 }
 
@@ -436,7 +436,7 @@ gostack__heap_free(struct gostack__span *s, uint64_t decay_at)
 		(void)gostack__os_guard((void *)s->base, bytes);
 #endif
 	pthread_mutex_lock(&heap_lock);
-	atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
+	gostack__span_set_state(s, GOSTACK__SPAN_NONE);
 	dirty_set(ar, u, bytes >> GOSTACK__SPAN_SHIFT, decay_at);
 	free_block(ar, u, s->horder);
 	if ((dirty_units << GOSTACK__SPAN_SHIFT) > GOSTACK__HEAP_RETAIN)

@@ -90,6 +90,8 @@ struct gostack__geom {
 
 /*
  * Invariants:
+ *  - pool_of is alloc while state is POOL and NULL otherwise (stored with
+ *    state by gostack__span_set_state, the only writer of either).
  *  - state, elemsize and alloc are written by the heap before the span's
  *    stacks can be handed out (state last, with release) and do not change
  *    while any stack of the span is live. free()'s checks read them relaxed:
@@ -130,6 +132,7 @@ struct gostack__span {
 	 * it is handed out; tested and set by free, so a second free is caught
 	 * (not two racing at the same instant: stack.c's large_giveback) */
 	_Atomic uint8_t large_free;
+	uint32_t stride_mask;      /* geometry: stride - 1, for the cached free's test (stack.c) */
 	/* In gostack__now_ms() time. A free unit: when its pages go back to the
 	 * OS if it is still dirty (heap lock). A span idle in stackLarge: when
 	 * it leaves the pool, 0 until the scavenger first sees it (that pool's
@@ -156,8 +159,23 @@ struct gostack__span {
 	 * has been freed by the user and not handed out again; 0 when the span
 	 * leaves the heap */
 	_Atomic uint32_t dbg_freed;
+	/* alloc while state is POOL, NULL in every other state: the cached
+	 * free's one test of both (stack.c). Written with state, before it
+	 * (gostack__span_set_state), never otherwise. */
+	_Atomic(struct gostack_allocator *) pool_of;
 	_Alignas(16) unsigned char pool[GOSTACK__SPAN_POOL_BYTES];
 };
+
+/* Every store of a span's state: pool_of with it. Relaxed, as state's
+ * stores always were: free()'s checks are ordered by the hand-off (the
+ * invariants above), not by these stores. */
+static inline void
+gostack__span_set_state(struct gostack__span *s, uint8_t state)
+{
+	atomic_store_explicit(&s->pool_of, state == GOSTACK__SPAN_POOL ?
+	    atomic_load_explicit(&s->alloc, memory_order_relaxed) : NULL, memory_order_relaxed);
+	atomic_store_explicit(&s->state, state, memory_order_relaxed);
+}
 
 /* The span whose pool area starts at area (a backend's view of it back to
  * the span; area == NULL gives NULL). */

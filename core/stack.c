@@ -549,7 +549,8 @@ free_not_cached(gostack_allocator_t *a, struct gostack__span *s, uintptr_t lo, u
  * span of a handing out n-byte stacks, lo where one of its stacks starts,
  * this thread's cache for a; no sampled stack live in the span. Anything
  * else takes free_not_cached, then the slow path, which checks and reports every
- * misuse. No test of the size comes first: a pool span's elemsize is a
+ * misuse. "A pool span of a" is one test, of pool_of (span.h: a while the
+ * state is POOL, NULL in any other). No test of the size comes first: a pool span's elemsize is a
  * small power of two, so hi - lo matching it says that much already ({0,
  * 0}, large stacks and garbage find no pool span, or another size).
  *
@@ -571,10 +572,9 @@ cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 	struct gostack__span *s = gostack__span_of_inline(lo);
 
 	if (gostack__unlikely(s == NULL ||
-	    atomic_load_explicit(&s->state, memory_order_relaxed) != GOSTACK__SPAN_POOL ||
-	    atomic_load_explicit(&s->alloc, memory_order_relaxed) != a ||
+	    atomic_load_explicit(&s->pool_of, memory_order_relaxed) != a ||   /* a POOL span of a */
 	    atomic_load_explicit(&s->elemsize, memory_order_relaxed) != n ||
-	    (lo & (s->stride - 1)) != atomic_load_explicit(&s->lo_sampled, memory_order_relaxed))) {
+	    (lo & s->stride_mask) != atomic_load_explicit(&s->lo_sampled, memory_order_relaxed))) {
 		free_not_cached(a, s, lo, hi);
 		return;
 	}

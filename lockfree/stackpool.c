@@ -138,7 +138,7 @@ sweep(struct gostack__lf_pools *lp, int order, struct gostack__span **retired, u
 			size_t bytes = gostack__span_stack_bytes(s);
 
 			/* free() of one of its stacks now fails its checks at once. */
-			atomic_store_explicit(&s->state, GOSTACK__SPAN_NONE, memory_order_relaxed);
+			gostack__span_set_state(s, GOSTACK__SPAN_NONE);
 			atomic_fetch_add_explicit(&lp->retiring, bytes, memory_order_relaxed);
 			gostack__lf(s)->sweep_next = *retired;
 			*retired = s;
