@@ -184,7 +184,7 @@ gostack_allocator_reclaim(gostack_allocator_t *a)
 	if (a->debug) {
 		struct gostack__tcache *t = gostack__tls.slot[a->slot];
 
-		if (t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) == a->id)
+		if (atomic_load_explicit(&t->id, memory_order_relaxed) == a->id)
 			gostack__debug_check_tcache(t);
 		if (a->ops->check != NULL)
 			a->ops->check(a->pools);

@@ -200,7 +200,10 @@ struct gostack__tcache {
 enum { GOSTACK__TLS_FRESH = 0, GOSTACK__TLS_LIVE, GOSTACK__TLS_EXITING };
 
 /* Per-thread state, initial-exec TLS: no __tls_get_addr on the fast path.
- * slot[GOSTACK__SLOTS] is always NULL: the slot of cacheless allocators.
+ * slot[i] is never NULL: &gostack__tcache_none (id 0, which no allocator
+ * has) while the thread has no cache in slot i, so that tcache_mine's test
+ * of the id is its only test. slot[GOSTACK__SLOTS] is always
+ * &gostack__tcache_none: the slot of cacheless allocators.
  * kick: this thread made memory of an allocator with decay idle and has not
  * kicked the scavenger yet (gostack__scavenger_note / _poke).
  * deferred: gostack_allocator_free_deferred left stacks to free (their list
@@ -214,6 +217,8 @@ struct gostack__tls {
 };
 extern __thread struct gostack__tls gostack__tls
     __attribute__((tls_model("initial-exec"))) GOSTACK__HIDDEN;
+/* The cache of no allocator: id 0 forever, its lists empty, never written. */
+extern struct gostack__tcache gostack__tcache_none GOSTACK__HIDDEN;
 
 /* Registry lock: the allocator list, slots, every allocator's tcache list and
  * tcache ids. Lock order: registry -> pools (order locks, stackLarge) -> heap -> meta. */
@@ -394,15 +399,30 @@ gostack__count_shared(_Atomic uint64_t *c, uint64_t d)
 LIST_HEAD(gostack__allocator_list, gostack_allocator);
 GOSTACK__HIDDEN extern struct gostack__allocator_list gostack__allocators; /* registry lock */
 
-/* The calling thread's cache for a if it already has one, else NULL: the
- * one identity test of the fast paths (a slot may hold another allocator's
- * cache, or an orphan with id 0). */
+/* The calling thread's cache in a's slot: never NULL (struct gostack__tls),
+ * but a's only if gostack__tcache_is(t, a): a slot may hold none, another
+ * allocator's cache, or an orphan with id 0. The fast paths test that
+ * themselves and use t, so that no NULL test follows the id's (an atomic
+ * load is not a dereference the compiler counts). */
+static inline struct gostack__tcache *
+gostack__tcache_slot(const gostack_allocator_t *a)
+{
+	return gostack__tls.slot[a->slot];
+}
+
+static inline bool
+gostack__tcache_is(const struct gostack__tcache *t, const gostack_allocator_t *a)
+{
+	return atomic_load_explicit(&((struct gostack__tcache *)t)->id, memory_order_relaxed) == a->id;
+}
+
+/* The calling thread's cache for a if it already has one, else NULL. */
 static inline struct gostack__tcache *
 gostack__tcache_mine(const gostack_allocator_t *a)
 {
-	struct gostack__tcache *t = gostack__tls.slot[a->slot];
+	struct gostack__tcache *t = gostack__tcache_slot(a);
 
-	return t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) == a->id ? t : NULL;
+	return gostack__tcache_is(t, a) ? t : NULL;
 }
 
 

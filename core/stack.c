@@ -319,9 +319,9 @@ cached_alloc(gostack_allocator_t *a, size_t size, bool prof)
 	unsigned l = 63u ^ (unsigned)__builtin_clzll((unsigned long long)((size - 1) | (GOSTACK__FIXED_STACK - 1)));
 	size_t n = (size_t)2 << l;
 	size_t order = l - 10;   /* unsigned: no sign extension in the indexing */
-	struct gostack__tcache *t = gostack__tcache_mine(a);
+	struct gostack__tcache *t = gostack__tcache_slot(a);
 
-	if (gostack__unlikely(t == NULL) || (prof && gostack__unlikely(t->prof_left <= 1)))
+	if (gostack__unlikely(!gostack__tcache_is(t, a)) || (prof && gostack__unlikely(t->prof_left <= 1)))
 		return stackalloc_slow(a, size);   /* no cache yet; or this one may be the sample */
 	struct gostack__stackfreelist *c = &t->stackcache[order];
 	uint32_t have = atomic_load_explicit(&c->n, memory_order_relaxed);
@@ -345,10 +345,10 @@ large_alloc_plain(gostack_allocator_t *a, size_t size)
 	 * so l >= 14 and n = 2^(l + 1) >= 32 KiB is its own round2 */
 	unsigned l = 63u ^ (unsigned)__builtin_clzll((unsigned long long)(size - 1));
 	size_t n = (size_t)2 << l;
-	struct gostack__tcache *t = gostack__tcache_mine(a);
+	struct gostack__tcache *t = gostack__tcache_slot(a);
 	struct gostack__span *s;
 
-	if (gostack__unlikely(t == NULL) ||
+	if (gostack__unlikely(!gostack__tcache_is(t, a)) ||
 	    (s = a->ops->large_get(a->pools, l + 1 - GOSTACK__PAGE_SHIFT)) == NULL)
 		return stackalloc_slow(a, size);
 	uintptr_t lo = large_handout(a, t, s, n);
@@ -578,9 +578,9 @@ cached_free(gostack_allocator_t *a, uintptr_t lo, uintptr_t hi)
 		free_not_cached(a, s, lo, hi);
 		return;
 	}
-	struct gostack__tcache *t = gostack__tcache_mine(a);
+	struct gostack__tcache *t = gostack__tcache_slot(a);
 
-	if (gostack__unlikely(t == NULL)) {
+	if (gostack__unlikely(!gostack__tcache_is(t, a))) {
 		stackfree_slow(a, lo, hi);
 		return;
 	}

@@ -13,7 +13,10 @@
 
 #include "pools.h"
 
-__thread struct gostack__tls gostack__tls __attribute__((tls_model("initial-exec")));
+struct gostack__tcache gostack__tcache_none;
+__thread struct gostack__tls gostack__tls __attribute__((tls_model("initial-exec"))) = {
+	.slot = { [0 ... GOSTACK__SLOTS] = &gostack__tcache_none },
+};
 pthread_mutex_t gostack__registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_key_t tls_key;
 
@@ -129,11 +132,11 @@ tls_destructor(void *arg)
 	for (int i = 0; i < GOSTACK__SLOTS; i++) {
 		struct gostack__tcache *t = tls->slot[i];
 
-		if (t == NULL)
+		if (t == &gostack__tcache_none)
 			continue;
 		if (atomic_load_explicit(&t->id, memory_order_relaxed) != 0)
 			gostack__tcache_retire(t);
-		tls->slot[i] = NULL;
+		tls->slot[i] = &gostack__tcache_none;
 		gostack__meta_free(t, sizeof *t);
 	}
 	pthread_mutex_unlock(&gostack__registry_lock);
@@ -170,11 +173,11 @@ gostack__tcache_slow(gostack_allocator_t *a)
 		return NULL;
 	pthread_mutex_lock(&gostack__registry_lock);
 	t = tls->slot[a->slot];
-	if (t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) == a->id) {
+	if (atomic_load_explicit(&t->id, memory_order_relaxed) == a->id) {
 		pthread_mutex_unlock(&gostack__registry_lock);
 		return t;
 	}
-	if (t == NULL) {
+	if (t == &gostack__tcache_none) {
 		t = gostack__meta_alloc(sizeof *t);
 		if (t == NULL) {
 			pthread_mutex_unlock(&gostack__registry_lock);
@@ -207,7 +210,7 @@ gostack_thread_flush(void)
 	for (int i = 0; i < GOSTACK__SLOTS; i++) {
 		struct gostack__tcache *t = tls->slot[i];
 
-		if (t != NULL && atomic_load_explicit(&t->id, memory_order_relaxed) != 0) {
+		if (atomic_load_explicit(&t->id, memory_order_relaxed) != 0) {   /* not none, not orphaned */
 			if (t->alloc->debug)
 				gostack__debug_check_tcache(t);
 			gostack__stackcache_clear(t);
