@@ -200,61 +200,83 @@ def main():
         progress(f"note: {c} skipped: {why}")
 
     # Side by side: each (workload, threads) step runs every contestant back
-    # to back, starting at a different contestant each step.
+    # to back, one repetition per process, `reps` rounds, each round starting
+    # at the next contestant. One process per repetition because a process's
+    # layout (where ASLR puts its code, stack and mappings) can move a result
+    # by a factor that holds for the whole process: the same cached path of
+    # gostack measured 1.45x apart in two processes of one run, its 256 KiB
+    # pair 44-54M in some processes and 63-87M in others, every repetition
+    # of a process on the same side. Repetitions inside one process would all
+    # share its draw; these sample it, and rounds interleave the contestants
+    # over the step's time as well.
     wl_order = {w: i for i, w in enumerate(WORKLOADS)}
     c_order = {c: i for i, c in enumerate(CONTESTANTS)}
     steps = {}
     for u in units:
         steps.setdefault((wl_order.get(u[0], 99), u[0], u[1]), []).append(u)
-    plan = []
+    plan = []   # (unit, repetition index), in run order
+    n_units = 0
     for i, key in enumerate(sorted(steps)):
         us = sorted(steps[key], key=lambda u: c_order.get(u[2], 99))
-        r = i % len(us)
-        plan.extend(us[r:] + us[:r])
+        n_units += len(us)
+        for k in range(reps):
+            r = (i + k) % len(us)
+            plan.extend((u, k) for u in us[r:] + us[:r])
 
     def mt_for(t):
         return round(max(min_time, mt_per_thread * t if t > 8 else 0.0), 4)
 
     if plan:
-        progress(f"{len(plan)} processes: {len(steps)} (workload, threads) steps, {reps} repetitions, "
-                 f"min_time {min_time}s (at 64 threads {mt_for(64)}s); {os.cpu_count()} CPUs: "
-                 f"runs with more threads than CPUs are oversubscribed")
+        progress(f"{len(plan)} processes: {len(steps)} (workload, threads) steps, {n_units} benchmarks, "
+                 f"{reps} repetitions each in a process of its own, min_time {min_time}s (at 64 threads "
+                 f"{mt_for(64)}s); {os.cpu_count()} CPUs: runs with more threads than CPUs are oversubscribed")
     failures = []
     results = []
-    for k, (wl, t, c, name) in enumerate(plan, 1):
-        fn = f"{wl}__{c}__t{t:02d}.json"
+    by_unit = {}
+    for n, ((wl, t, c, name), k) in enumerate(plan, 1):
+        res = by_unit.get(name)
+        if res is None:
+            res = by_unit[name] = {"name": name, "workload": wl, "threads": t, "contestant": c, "runs": [],
+                                   "error": None, "raw": [], "seconds": 0.0, "attempts": 0,
+                                   "min_time": mt_for(t)}
+            results.append(res)
+        if res["error"]:
+            continue   # an earlier repetition failed: reported once, not run again
+        fn = f"{wl}__{c}__t{t:02d}__r{k}.json"
         env = plain_env()
         if c in preload:
             env["LD_PRELOAD"] = preload[c]
-        cmd = [a.bin, f"--benchmark_filter=^{name}$", f"--benchmark_repetitions={reps}",
+        cmd = [a.bin, f"--benchmark_filter=^{name}$", "--benchmark_repetitions=1",
                f"--benchmark_min_time={mt_for(t)}", f"--benchmark_out={os.path.join(raw, fn)}",
                "--benchmark_out_format=json"]
         attempts = 0
         while True:
             attempts += 1
             runs, err, rc, se, dt = run_one(cmd, env, a.timeout, os.path.join(raw, fn))
-            # google-benchmark fixes the iteration count of all repetitions from
-            # its probe runs; a probe stalled by a noisy neighbour can pick a
-            # count whose runs then last a fraction of min_time and measure
+            # google-benchmark fixes the iteration count of a run from its
+            # probe runs; a probe stalled by a noisy neighbour can pick a
+            # count whose run then lasts a fraction of min_time and measures
             # mostly barrier wake-ups. Detect it and run the process again.
             walls = [r["real_time"] * r["iterations"] * 1e-9 for r in runs
                      if r.get("real_time") and r.get("iterations")]
             if err or not walls or min(walls) >= 0.25 * mt_for(t) or attempts >= 3:
                 break
-            progress(f"({k}/{len(plan)}) {name}: a repetition lasted {min(walls) * 1e3:.1f} ms < 1/4 of "
+            progress(f"({n}/{len(plan)}) {name}: a run lasted {min(walls) * 1e3:.1f} ms < 1/4 of "
                      f"min_time (iteration count chosen from an unrepresentative probe run): running it again")
+        res["seconds"] = round(res["seconds"] + dt, 2)
+        res["attempts"] = max(res["attempts"], attempts)
+        res["raw"].append(os.path.join("raw", fn))
         if err:
+            res["error"] = err
             tail = "\n".join((se or "").strip().splitlines()[-5:])
             failures.append({"name": name, "contestant": c, "error": err, "stderr": tail,
                              "command": " ".join(shlex.quote(x) for x in cmd),
                              "ld_preload": env.get("LD_PRELOAD", "")})
-            progress(f"({k}/{len(plan)}) {name}: FAILED: {err}")
+            progress(f"({n}/{len(plan)}) {name}: FAILED: {err}")
         else:
+            res["runs"].extend(runs)
             ips = median([r["items_per_second"] for r in runs])
-            progress(f"({k}/{len(plan)}) {wl} threads:{t} {c}: {fmt_rate(ips)} items/s ({dt:.1f}s)")
-        results.append({"name": name, "workload": wl, "threads": t, "contestant": c, "runs": runs,
-                        "error": err, "raw": os.path.join("raw", fn), "seconds": round(dt, 2),
-                        "attempts": attempts, "min_time": mt_for(t)})
+            progress(f"({n}/{len(plan)}) {wl} threads:{t} {c} #{k + 1}: {fmt_rate(ips)} items/s ({dt:.1f}s)")
 
     # The server stage, after the google-benchmark suite.
     server_data = None
@@ -269,15 +291,16 @@ def main():
     # (for harness/compare); the context is the plain process's.
     merged, ctx = [], None
     for r in results:
-        try:
-            with open(os.path.join(out, r["raw"])) as f:
-                doc = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if ctx is None or doc["context"].get("gostack_bench.active_malloc") == "glibc" and \
-                ctx.get("gostack_bench.active_malloc") != "glibc":
-            ctx = doc["context"]
-        merged.extend(doc["benchmarks"])
+        for path in r["raw"]:
+            try:
+                with open(os.path.join(out, path)) as f:
+                    doc = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if ctx is None or doc["context"].get("gostack_bench.active_malloc") == "glibc" and \
+                    ctx.get("gostack_bench.active_malloc") != "glibc":
+                ctx = doc["context"]
+            merged.extend(doc["benchmarks"])
     with open(os.path.join(out, "all.json"), "w") as f:
         json.dump({"context": ctx or {}, "benchmarks": merged}, f, separators=(",", ":"))
 
@@ -487,7 +510,8 @@ def write_context_md(out, m):
         ("C flags", (m["cmake_cache"].get("CMAKE_C_FLAGS", "") + " " + m["cmake_cache"].get("CMAKE_C_FLAGS_RELEASE", "")).strip()),
         ("C++ flags", (m["cmake_cache"].get("CMAKE_CXX_FLAGS", "") + " " + m["cmake_cache"].get("CMAKE_CXX_FLAGS_RELEASE", "")).strip()),
         ("gostack", f"{m['gostack_version']}, commit {m['gostack_commit']}; {m['source_note']}"),
-        ("Repetitions", f"{m['repetitions']} per benchmark; google-benchmark min time {m['min_time']} s per run, "
+        ("Repetitions", f"{m['repetitions']} per benchmark, each in a process of its own (the contestants of a "
+                        f"step interleaved round by round); google-benchmark min time {m['min_time']} s per run, "
                         f"above 8 threads {m['min_time_per_thread']} s x threads" + (" (--quick)" if m["quick"] else "")),
         ("Thread counts", m["threads_selected"]),
         ("Load average at end", m["load_at_end"]),
@@ -625,7 +649,7 @@ def summary_gbench(L, m, data, idx):
              f"critical section). Thread counts run: {', '.join(map(str, threads_all)) or 'none'}.\n")
     L.append(f"Throughput is `items_per_second` from google-benchmark with `UseRealTime()`: items (stacks allocated "
              f"and freed; for spawn, coroutines started and finished) of all threads over the wall time of the "
-             f"concurrent phase. Each cell is the median of {m['repetitions']} repetitions"
+             f"concurrent phase. Each cell is the median of {m['repetitions']} repetitions, each in a process of its own"
              f"{' (--quick: few repetitions, short runs; treat as indicative only)' if m['quick'] else ''}; "
              f"the ratio is to the reference (gostack-lockfree, or gostack-mutex while the lock-free backend "
              f"is absent). " + (
