@@ -413,7 +413,7 @@ gostack__heap_alloc(const struct gostack__geom *g, uint8_t state, size_t elemsiz
 		return NULL;
 	}
 	/* Published last (Go: atomic state publication in allocManual).
-	 * Relaxed: free()'s checks read state, alloc and elemsize relaxed, and
+	 * Relaxed: free()'s checks read state (or pool_of), alloc and elemsize relaxed, and
 	 * need no pairing here: a stack reaches free() only after it was handed
 	 * out, which happens-after this store through the pool hand-off (a pool
 	 * lock or CAS, then the user's own transfer): span.h's invariant. */
