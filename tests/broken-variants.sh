@@ -131,7 +131,7 @@ patched staledepth core/profile.c \
 try stale-depth "$work/staledepth" test_profile --backend lockfree known_depth
 
 patched unmeasured core/stack.c \
-	's|(lo \& (s->stride - 1)) != atomic_load_explicit(\&s->lo_sampled, memory_order_relaxed))) {|(lo \& (s->stride - 1)) != (uint32_t)atomic_load_explicit(\&s->lo_sampled, memory_order_relaxed) /* BROKEN */)) {|' \
+	's|(lo \& s->stride_mask) != atomic_load_explicit(\&s->lo_sampled, memory_order_relaxed))) {|(lo \& s->stride_mask) != (uint32_t)atomic_load_explicit(\&s->lo_sampled, memory_order_relaxed) /* BROKEN */)) {|' \
 	"BROKEN" test_profile
 try unmeasured "$work/unmeasured" test_profile --backend lockfree known_depth
 
