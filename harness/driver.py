@@ -201,14 +201,14 @@ def main():
 
     # Side by side: each (workload, threads) step runs every contestant back
     # to back, one repetition per process, `reps` rounds, each round starting
-    # at the next contestant. One process per repetition because a process's
-    # layout (where ASLR puts its code, stack and mappings) can move a result
+    # at the next contestant. One process per repetition because something
+    # drawn per process (not found: it stays with ASLR off) can move a result
     # by a factor that holds for the whole process: the same cached path of
-    # gostack measured 1.45x apart in two processes of one run, its 256 KiB
-    # pair 44-54M in some processes and 63-87M in others, every repetition
-    # of a process on the same side. Repetitions inside one process would all
-    # share its draw; these sample it, and rounds interleave the contestants
-    # over the step's time as well.
+    # gostack measured 1.45x apart in two processes of one run; its 256 KiB
+    # pair anywhere from 45M to 88M items/s from one process to the next,
+    # the repetitions inside one process within 1% of each other. Repetitions
+    # inside one process would all share its draw; these sample it, and
+    # rounds interleave the contestants over the step's time as well.
     wl_order = {w: i for i, w in enumerate(WORKLOADS)}
     c_order = {c: i for i, c in enumerate(CONTESTANTS)}
     steps = {}
