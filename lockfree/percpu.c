@@ -223,13 +223,18 @@ large_off(unsigned i)
 	return offsetof(struct gostack__pcpu_cpu, lbin) + (size_t)i * sizeof(struct gostack__pcpu_lbin);
 }
 
+/* The count of CPU c's bin at offset off. */
+static inline uint32_t *
+bin_at(struct gostack__pcpu_cpu *c, size_t off)
+{
+	return (uint32_t *)(void *)((char *)c + off);
+}
+
 /* A CPU's bin of class k: its count. */
 static inline uint32_t *
 bin_of(struct gostack__pcpu_cpu *c, int k)
 {
-	size_t off = k < GOSTACK_NUM_ORDERS ? small_off(k) : large_off((unsigned)(k - GOSTACK_NUM_ORDERS));
-
-	return (uint32_t *)(void *)((char *)c + off);
+	return bin_at(c, k < GOSTACK_NUM_ORDERS ? small_off(k) : large_off((unsigned)(k - GOSTACK_NUM_ORDERS)));
 }
 
 static inline void **
@@ -310,7 +315,7 @@ pcpu_pop_batch(struct gostack__pcpu *pc, size_t off, void **out, uint32_t k, uin
 	for (;;) {
 		uint32_t cpu = rseq_cpu_start();
 		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
-		uint32_t *b = (uint32_t *)(void *)((char *)c + off);
+		uint32_t *b = bin_at(c, off);
 
 		test_window();
 		__asm__ __volatile__ goto(
@@ -359,7 +364,7 @@ pcpu_push_batch(struct gostack__pcpu *pc, int cls, size_t off, void *const *in, 
 	for (;;) {
 		uint32_t cpu = rseq_cpu_start();
 		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
-		uint32_t *b = (uint32_t *)(void *)((char *)c + off);
+		uint32_t *b = bin_at(c, off);
 
 		test_window();
 		__asm__ __volatile__ goto(
@@ -412,7 +417,7 @@ pcpu_pop_one(struct gostack__pcpu *pc, size_t off, void **out)
 	for (;;) {
 		uint32_t cpu = rseq_cpu_start();
 		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
-		uint32_t *b = (uint32_t *)(void *)((char *)c + off);
+		uint32_t *b = bin_at(c, off);
 
 		test_window();
 		__asm__ __volatile__ goto(
@@ -450,7 +455,7 @@ pcpu_push_one(struct gostack__pcpu *pc, int cls, size_t off, void *item)
 	for (;;) {
 		uint32_t cpu = rseq_cpu_start();
 		struct gostack__pcpu_cpu *c = &pc->cpu[cpu];
-		uint32_t *b = (uint32_t *)(void *)((char *)c + off);
+		uint32_t *b = bin_at(c, off);
 
 		test_window();
 		__asm__ __volatile__ goto(
