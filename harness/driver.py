@@ -215,10 +215,8 @@ def main():
     for u in units:
         steps.setdefault((wl_order.get(u[0], 99), u[0], u[1]), []).append(u)
     plan = []   # (unit, repetition index), in run order
-    n_units = 0
     for i, key in enumerate(sorted(steps)):
         us = sorted(steps[key], key=lambda u: c_order.get(u[2], 99))
-        n_units += len(us)
         for k in range(reps):
             r = (i + k) % len(us)
             plan.extend((u, k) for u in us[r:] + us[:r])
@@ -227,7 +225,7 @@ def main():
         return round(max(min_time, mt_per_thread * t if t > 8 else 0.0), 4)
 
     if plan:
-        progress(f"{len(plan)} processes: {len(steps)} (workload, threads) steps, {n_units} benchmarks, "
+        progress(f"{len(plan)} processes: {len(steps)} (workload, threads) steps, {len(units)} benchmarks, "
                  f"{reps} repetitions each in a process of its own, min_time {min_time}s (at 64 threads "
                  f"{mt_for(64)}s); {os.cpu_count()} CPUs: runs with more threads than CPUs are oversubscribed")
     failures = []
